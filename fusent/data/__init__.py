@@ -1,0 +1,22 @@
+"""Sample records from dataset adapters; robust decoding of text and images."""
+
+from .adapters import MVSA_LABELS, load_dataset, load_manifest, load_mvsa
+from .images import ImageLoadError, load_image
+from .records import MODALITIES, DatasetBundle, ProblemReport, Sample
+from .split import stratified_split
+from .text import decode_text
+
+__all__ = [
+    "MODALITIES",
+    "MVSA_LABELS",
+    "DatasetBundle",
+    "ImageLoadError",
+    "ProblemReport",
+    "Sample",
+    "decode_text",
+    "load_dataset",
+    "load_image",
+    "load_manifest",
+    "load_mvsa",
+    "stratified_split",
+]

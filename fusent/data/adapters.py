@@ -1,0 +1,150 @@
+"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV/JSONL manifest."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from .records import DatasetBundle, ProblemReport, Sample
+from .text import decode_text
+
+MVSA_LABELS = ["negative", "neutral", "positive"]
+_UNLABELLED = {"", "null", "none", "nan"}
+
+
+def load_dataset(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
+    """Pick the adapter from what ``path`` is: an MVSA-layout folder, or a .csv/.jsonl manifest."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "train.txt").exists() or (path / "test_without_label.txt").exists():
+            return load_mvsa(path, labels=labels)
+        for name in ("manifest.csv", "manifest.jsonl"):
+            if (path / name).exists():
+                return load_manifest(path / name, labels=labels)
+        raise FileNotFoundError(
+            f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/) "
+            "nor a folder with manifest.csv / manifest.jsonl"
+        )
+    if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
+        return load_manifest(path, labels=labels)
+    raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl manifest")
+
+
+def _read_text_file(path: Path, sample_id: str, report: ProblemReport) -> str | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        report.add("missing_text", sample_id, f"text file not found: {path}")
+        return None
+    text, fallback = decode_text(raw)
+    if fallback:
+        report.note("text_decoded_by_fallback")
+    if not text:
+        report.add("empty_text", sample_id, f"text is empty: {path}")
+        return None
+    return text
+
+
+def _finish(
+    rows: Iterable[tuple[Sample, bool]], labels: list[str] | None, report: ProblemReport, name: str
+) -> DatasetBundle:
+    """Check ids and labels for a stream of (sample, is_labelled) rows, never dropping one silently."""
+    rows = list(rows)
+    if labels is None:
+        labels = sorted({s.label for s, lab in rows if lab and s.label})
+    seen: set[str] = set()
+    labelled: list[Sample] = []
+    unlabelled: list[Sample] = []
+    for sample, is_labelled in rows:
+        if sample.id in seen:
+            report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
+            continue
+        seen.add(sample.id)
+        if sample.text is None and sample.image is None:
+            report.add("no_modality", sample.id, "neither text nor image given")
+        if not is_labelled:
+            sample.label = None
+            unlabelled.append(sample)
+        elif sample.label not in labels:
+            report.add("unknown_label", sample.id, f"label {sample.label!r} is not one of {labels}; not trained on")
+        else:
+            labelled.append(sample)
+    return DatasetBundle(labelled=labelled, unlabelled=unlabelled, labels=list(labels), report=report, name=name)
+
+
+def _read_guid_file(path: Path) -> list[tuple[str, str]]:
+    out = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line_no, line in enumerate(fh):
+            line = line.strip()
+            if not line or (line_no == 0 and line.lower().startswith("guid")):
+                continue
+            guid, _, tag = line.partition(",")
+            out.append((guid.strip(), tag.strip().lower()))
+    return out
+
+
+def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundle:
+    """MVSA ``guid,tag`` layout: data/{guid}.txt and .jpg, train.txt (labelled), test_without_label.txt."""
+    root = Path(root)
+    report = ProblemReport()
+
+    def rows() -> Iterable[tuple[Sample, bool]]:
+        for file_name, labelled in (("train.txt", True), ("test_without_label.txt", False)):
+            if not (root / file_name).exists():
+                continue
+            for guid, tag in _read_guid_file(root / file_name):
+                text = _read_text_file(root / "data" / f"{guid}.txt", guid, report)
+                image = root / "data" / f"{guid}.jpg"
+                if not image.exists():
+                    report.add("missing_image", guid, f"image file not found: {image}")
+                    image = None
+                is_labelled = labelled and tag not in _UNLABELLED
+                yield Sample(id=guid, text=text, image=image, label=tag if is_labelled else None), is_labelled
+
+    return _finish(rows(), labels or MVSA_LABELS, report, name=root.name)
+
+
+def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
+    """CSV or JSONL with columns id, text, image (path, relative to the manifest), label (empty = predict)."""
+    path = Path(path)
+    report = ProblemReport()
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            records = list(csv.DictReader(fh))
+    else:
+        records = []
+        with path.open(encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    report.add("bad_row", f"line {line_no}", f"{path}:{line_no} is not JSON ({exc})")
+    if records and "id" not in records[0]:
+        raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0])}")
+
+    def rows() -> Iterable[tuple[Sample, bool]]:
+        for i, rec in enumerate(records):
+            sid = str(rec.get("id") or "").strip()
+            if not sid:
+                report.add("bad_row", f"row {i + 1}", f"{path} row {i + 1} has no id; skipped")
+                continue
+            text = rec.get("text")
+            text = " ".join(str(text).split()) if text is not None else ""
+            if not text:
+                report.add("empty_text", sid, "text is empty")
+            image = None
+            if rec.get("image"):
+                image = Path(str(rec["image"]))
+                image = image if image.is_absolute() else path.parent / image
+                if not image.exists():
+                    report.add("missing_image", sid, f"image file not found: {image}")
+                    image = None
+            label = str(rec.get("label") or "").strip()
+            yield Sample(id=sid, text=text or None, image=image, label=label), label.lower() not in _UNLABELLED
+
+    return _finish(rows(), labels, report, name=path.stem)

@@ -1,0 +1,53 @@
+"""Image loading that reports, rather than raises on, missing, corrupt and truncated files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+#: Refuse images larger than this many pixels (decompression-bomb guard); ~ 8k x 8k.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+class ImageLoadError(ValueError):
+    """Raised with a message that names the file and what is wrong with it."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def load_image(source: Path | bytes | Image.Image) -> Image.Image:
+    """Return a fully decoded RGB image or raise ImageLoadError(kind in missing/corrupt/truncated/too_large)."""
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
+    name = "<bytes>"
+    if isinstance(source, Path | str):
+        name = str(source)
+        try:
+            source = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageLoadError("missing_image", f"image file not found: {name}") from None
+        except OSError as exc:
+            raise ImageLoadError("missing_image", f"image file unreadable: {name} ({exc})") from None
+    if not source:
+        raise ImageLoadError("corrupt_image", f"image file is empty: {name}")
+    try:
+        with Image.open(io.BytesIO(source)) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ImageLoadError(
+                    "too_large_image", f"image {name} has {img.width}x{img.height} pixels (limit {MAX_IMAGE_PIXELS})"
+                )
+            img.load()
+            return img.convert("RGB")
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError("corrupt_image", f"not a readable image: {name}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError("too_large_image", f"image {name} refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        kind = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
+        raise ImageLoadError(kind, f"cannot decode image {name}: {exc}") from None

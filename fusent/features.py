@@ -1,0 +1,202 @@
+"""On-disk cache of frozen-encoder outputs, keyed by encoder + preprocessing + sample content.
+
+A second run over the same data re-encodes nothing; a changed text, image or encoder setting re-encodes only
+what changed. Failures (a corrupt image) are cached too, so the second run reports the same problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .data.images import ImageLoadError, load_image
+from .data.records import ProblemReport, Sample
+from .encoders.base import Encoder
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("FUSENT_CACHE", Path.home() / ".cache" / "fusent"))
+
+
+@dataclass
+class ModalityBatch:
+    """Inputs of one modality for a batch: padded states, their mask, pooled vectors, and which rows exist."""
+
+    states: torch.Tensor  # [B, L, D]
+    mask: torch.Tensor  # [B, L] bool, True = real token/patch
+    pooled: torch.Tensor  # [B, D]
+    present: torch.Tensor  # [B] bool, False = modality missing for that sample
+
+
+class FeatureCache:
+    """One small safetensors file per (encoder key, content hash); an ``.err`` JSON file for failures."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else DEFAULT_CACHE_DIR
+
+    def _path(self, key: str, digest: str, suffix: str) -> Path:
+        return self.root / key / digest[:2] / f"{digest}{suffix}"
+
+    def get(self, key: str, digest: str) -> tuple[torch.Tensor, torch.Tensor] | ImageLoadError | None:
+        path = self._path(key, digest, ".safetensors")
+        if path.exists():
+            try:
+                tensors = load_file(path)
+                return tensors["states"], tensors["pooled"]
+            except Exception:  # a half-written file from an interrupted run: re-encode it
+                return None
+        err = self._path(key, digest, ".err")
+        if err.exists():
+            info = json.loads(err.read_text())
+            return ImageLoadError(info["kind"], info["message"])
+        return None
+
+    def put(self, key: str, digest: str, states: torch.Tensor, pooled: torch.Tensor) -> None:
+        path = self._path(key, digest, ".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"states": states.to(torch.float16).contiguous(), "pooled": pooled.float().contiguous()}, tmp)
+        tmp.replace(path)
+
+    def put_error(self, key: str, digest: str, error: ImageLoadError) -> None:
+        path = self._path(key, digest, ".err")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"kind": error.kind, "message": str(error)}))
+
+
+_LOADERS: dict[str, Callable[[Any], Any]] = {"text": lambda t: t, "image": load_image}
+
+
+def _content_bytes(modality: str, item: Any) -> bytes:
+    if isinstance(item, str) and modality == "text":
+        return item.encode("utf-8")
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str | Path):
+        return Path(item).read_bytes()
+    return item.tobytes() + repr((item.size, item.mode)).encode()  # an in-memory PIL image
+
+
+class ModalityFeatures:
+    """Features of one modality for N samples, padded once so batching is plain indexing."""
+
+    def __init__(self, states: list[torch.Tensor | None], pooled: list[torch.Tensor | None], dim: int):
+        n = len(states)
+        lengths = [0 if s is None else s.shape[0] for s in states]
+        self.dim = dim
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        self.states = torch.zeros(n, max(lengths + [1]), dim, dtype=torch.float16)
+        self.pooled = torch.zeros(n, dim, dtype=torch.float32)
+        for i, (s, p) in enumerate(zip(states, pooled, strict=True)):
+            if s is not None:
+                self.states[i, : lengths[i]] = s
+                self.pooled[i] = p
+        self.present = self.lengths > 0
+
+    def batch(self, index: torch.Tensor) -> ModalityBatch:
+        lengths = self.lengths[index]
+        width = max(int(lengths.max()), 1)
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        return ModalityBatch(
+            states=self.states[index, :width].float(),
+            mask=mask,
+            pooled=self.pooled[index],
+            present=self.present[index],
+        )
+
+
+@dataclass
+class FeatureTable:
+    """Per-sample features of every modality, aligned with ``ids`` (and ``labels`` where known)."""
+
+    ids: list[str]
+    modalities: dict[str, ModalityFeatures]
+    texts: list[str | None]  # raw texts, needed when the text encoder is fine-tuned instead of cached
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def dims(self) -> dict[str, int]:
+        return {m: f.dim for m, f in self.modalities.items()}
+
+    def batch(self, index: torch.Tensor) -> dict[str, ModalityBatch]:
+        return {m: f.batch(index) for m, f in self.modalities.items()}
+
+
+def encode_modality(
+    samples: Sequence[Sample],
+    encoder: Encoder,
+    cache: FeatureCache | None,
+    report: ProblemReport,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ModalityFeatures:
+    """Encode one modality of ``samples`` (through the cache unless it is None); failures are reported and the
+    sample keeps going with that modality marked missing."""
+    modality = encoder.modality
+    key = encoder.cache_key() if cache is not None else ""
+    states: list[torch.Tensor | None] = [None] * len(samples)
+    pooled: list[torch.Tensor | None] = [None] * len(samples)
+    todo: list[tuple[int, str, Any]] = []
+    for i, sample in enumerate(samples):
+        item = getattr(sample, modality)
+        if item is None:
+            continue
+        digest = ""
+        if cache is not None:
+            try:
+                digest = hashlib.sha256(_content_bytes(modality, item)).hexdigest()
+            except OSError as exc:
+                report.add(f"missing_{modality}", sample.id, f"cannot read {item}: {exc}")
+                continue
+            hit = cache.get(key, digest)
+            if isinstance(hit, ImageLoadError):
+                report.add(hit.kind, sample.id, str(hit))
+                continue
+            if hit is not None:
+                states[i], pooled[i] = hit
+                continue
+        todo.append((i, digest, item))
+    bar = tqdm(total=len(todo), desc=f"encoding {modality}", unit="sample", disable=not (todo and progress))
+    for start in range(0, len(todo), batch_size):
+        chunk, loaded = todo[start : start + batch_size], []
+        for i, digest, item in chunk:
+            try:
+                loaded.append((i, digest, _LOADERS[modality](item)))
+            except ImageLoadError as exc:
+                report.add(exc.kind, samples[i].id, str(exc))
+                if cache is not None:
+                    cache.put_error(key, digest, exc)
+        if loaded:
+            out_states, out_pooled = encoder.encode([x for _, _, x in loaded])
+            for (i, digest, _), s, p in zip(loaded, out_states, out_pooled, strict=True):
+                if cache is not None:
+                    cache.put(key, digest, s, p)
+                states[i], pooled[i] = s.to(torch.float16), p
+        bar.update(len(chunk))
+    bar.close()
+    return ModalityFeatures(states, pooled, encoder.dim)
+
+
+def build_features(
+    samples: Sequence[Sample],
+    encoders: dict[str, Encoder | None],
+    cache: FeatureCache | None,
+    report: ProblemReport,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> FeatureTable:
+    """Features for every modality with a frozen encoder; ``None`` marks a modality encoded inside the model."""
+    modalities = {
+        m: encode_modality(samples, enc, cache, report, batch_size, progress)
+        for m, enc in encoders.items()
+        if enc is not None
+    }
+    return FeatureTable(ids=[s.id for s in samples], modalities=modalities, texts=[s.text for s in samples])

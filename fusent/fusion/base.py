@@ -1,0 +1,84 @@
+"""What every fusion head shares: the registry, the forward signature, and missing-modality handling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.records import MODALITIES
+from ..features import ModalityBatch
+
+Inputs = dict[str, ModalityBatch]
+_REGISTRY: dict[str, Callable[..., FusionHead]] = {}
+
+
+def register_head(name: str, **preset: Any) -> Callable[[type[FusionHead]], type[FusionHead]]:
+    """Class decorator: ``@register_head("ote")``. ``preset`` kwargs let one class serve several names."""
+
+    def wrap(cls: type[FusionHead]) -> type[FusionHead]:
+        if name in _REGISTRY:
+            raise ValueError(f"fusion head {name!r} registered twice")
+        _REGISTRY[name] = lambda *args, **kwargs: cls(*args, **{**preset, **kwargs})
+        return cls
+
+    return wrap
+
+
+def available_heads() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_head(name: str, dims: dict[str, int], num_classes: int, **kwargs: Any) -> FusionHead:
+    """Build a registered head for the given modality widths, e.g. ``{"text": 384, "image": 1280}``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown fusion head {name!r}; available: {', '.join(available_heads())}")
+    head = _REGISTRY[name](dims, num_classes, **kwargs)
+    head.registry_name = name
+    return head
+
+
+def classifier(in_dim: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """The small MLP every head ends with; it returns logits (losses apply log-softmax themselves)."""
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+    )
+
+
+class FusionHead(nn.Module):
+    """``forward(inputs) -> logits [B, C]`` where ``inputs`` maps modality name to a ``ModalityBatch``.
+
+    A head declares the modalities it ``uses``; it owns parameters for those only, and never reads the others
+    (so the text-only ablation really is text-only). A missing modality is replaced by a learned embedding.
+    """
+
+    registry_name = ""
+
+    def __init__(
+        self,
+        dims: dict[str, int],
+        num_classes: int,
+        uses: Sequence[str] | None = None,
+        hidden: int = 256,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.uses = [m for m in MODALITIES if m in (uses or dims)]
+        missing = [m for m in self.uses if m not in dims]
+        if missing or not self.uses:
+            raise ValueError(f"head needs modalities {self.uses or list(uses or [])}; features have {sorted(dims)}")
+        self.dims = {m: dims[m] for m in self.uses}
+        self.num_classes, self.hidden, self.dropout = num_classes, hidden, dropout
+        self.norm = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.dims.items()})
+        self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m, d in self.dims.items()})
+
+    def pooled(self, inputs: Inputs, modality: str) -> torch.Tensor:
+        """``F_m``: the normalised pooled vector, or the learned missing embedding where the modality is absent."""
+        batch = inputs[modality]
+        vec = torch.where(batch.present[:, None], batch.pooled, self.missing[modality].to(batch.pooled.dtype))
+        return self.norm[modality](vec)
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

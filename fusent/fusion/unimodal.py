@@ -1,0 +1,21 @@
+"""Text-only and image-only ablations (paper 000 Table 4, "Bert" and "ResNet" rows)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import FusionHead, Inputs, classifier, register_head
+
+
+@register_head("text_only", modality="text")
+@register_head("image_only", modality="image")
+class Unimodal(FusionHead):
+    """``p = Classifier(F_m)`` for one modality m; the other modality is never read and owns no parameters."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int, modality: str, **kwargs):
+        super().__init__(dims, num_classes, uses=[modality], **kwargs)
+        self.modality = modality
+        self.classifier = classifier(self.dims[modality], self.hidden, num_classes, self.dropout)
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:
+        return self.classifier(self.pooled(inputs, self.modality))

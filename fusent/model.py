@@ -1,0 +1,86 @@
+"""A fusion head plus, when fine-tuned, its text encoder; saved as safetensors weights + a JSON config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from . import __version__
+from .encoders.text import TextEncoder
+from .features import ModalityBatch
+from .fusion import create_head
+
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a trained model and the features it expects."""
+
+    labels: list[str]
+    head: str
+    dims: dict[str, int]
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    text_encoder: dict[str, Any] = field(default_factory=dict)  # TextEncoder settings + finetune_layers
+    image_encoder: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # recorded for provenance, incl. the split
+    fusent_version: str = __version__
+
+    @property
+    def finetune_text(self) -> bool:
+        return int(self.text_encoder.get("finetune_layers", 0)) > 0
+
+
+class FusentModel(nn.Module):
+    """``forward(inputs, texts) -> logits``. With a fine-tuned text encoder, text states are computed here from
+    the raw texts; otherwise every modality arrives as cached features."""
+
+    def __init__(self, config: ModelConfig, text_encoder: TextEncoder | None = None):
+        super().__init__()
+        self.config = config
+        self.head = create_head(config.head, config.dims, len(config.labels), **config.head_kwargs)
+        if config.finetune_text and text_encoder is None:
+            raise ValueError("a fine-tuned text model needs its TextEncoder")
+        self.text_encoder = text_encoder if config.finetune_text else None
+
+    def encode_text(self, texts: list[str | None]) -> ModalityBatch:
+        enc = self.text_encoder
+        assert enc is not None
+        present = torch.tensor([bool(t) for t in texts])
+        tokens = {k: v.to(enc.device) for k, v in enc.tokenize([t or "" for t in texts]).items()}
+        states, pooled = enc(tokens["input_ids"], tokens["attention_mask"])
+        return ModalityBatch(states=states, mask=tokens["attention_mask"].bool(), pooled=pooled, present=present)
+
+    def forward(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None = None) -> torch.Tensor:
+        if self.text_encoder is not None:
+            if texts is None:
+                raise ValueError("this model fine-tunes its text encoder: pass the raw texts")
+            inputs = {**inputs, "text": self.encode_text(texts)}
+        return self.head(inputs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(directory / WEIGHTS_NAME))
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> FusentModel:
+        """Load without pickle: JSON config, then safetensors tensors into a freshly built model."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{directory} is not a fusent checkpoint (no {CONFIG_NAME})")
+        config = ModelConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        text_encoder = None
+        if config.finetune_text:
+            text_encoder = TextEncoder(**config.text_encoder, device=device)
+        model = cls(config, text_encoder)
+        load_model(model, str(directory / WEIGHTS_NAME), strict=True)
+        return model.eval()

@@ -1,0 +1,172 @@
+"""What ``fusent train`` does, as functions: load and split data, encode through the cache, fit a head."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import DatasetBundle, Sample, load_dataset, stratified_split
+from .encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, Encoder, TextEncoder, create_image_encoder
+from .features import FeatureCache, FeatureTable, build_features
+from .model import FusentModel, ModelConfig
+from .training import TrainConfig, TrainResult, train_model
+
+log = logging.getLogger("fusent")
+
+
+@dataclass
+class EncoderSettings:
+    """Which encoders produce the features. ``image_model="none"`` drops the image modality (text-only data)."""
+
+    text_model: str = DEFAULT_TEXT_MODEL
+    text_pooling: str = "mean"
+    max_length: int = 128
+    finetune_text_layers: int = 0
+    image_model: str = DEFAULT_IMAGE_MODEL
+    device: str | None = None
+
+    def text_config(self) -> dict[str, Any]:
+        return {
+            "name": self.text_model,
+            "pooling": self.text_pooling,
+            "max_length": self.max_length,
+            "finetune_layers": self.finetune_text_layers,
+        }
+
+    def image_config(self) -> dict[str, Any]:
+        return {"name": self.image_model}
+
+
+def build_encoders(
+    text: dict[str, Any], image: dict[str, Any], device: str | None = None
+) -> tuple[dict[str, Encoder | None], TextEncoder | None]:
+    """Frozen encoders by modality, plus the text encoder itself when it is fine-tuned inside the model
+    (then ``encoders["text"]`` is None: text is encoded at train time, not cached)."""
+    encoders: dict[str, Encoder | None] = {}
+    text_encoder = None
+    if text.get("name", "none") != "none":
+        text_encoder = TextEncoder(**text, device=device)
+        encoders["text"] = None if text_encoder.finetune_layers > 0 else text_encoder
+    if image.get("name", "none") != "none":
+        encoders["image"] = create_image_encoder(image["name"], device=device)
+    if not encoders:
+        raise ValueError("no modality left: give a text model, an image model, or both")
+    return encoders, (text_encoder if text_encoder is not None and text_encoder.finetune_layers > 0 else None)
+
+
+def feature_dims(encoders: dict[str, Encoder | None], text_encoder: TextEncoder | None) -> dict[str, int]:
+    dims = {m: e.dim for m, e in encoders.items() if e is not None}
+    if text_encoder is not None:
+        dims["text"] = text_encoder.dim
+    return dims
+
+
+@dataclass
+class Prepared:
+    """A dataset split and encoded once, ready for any number of heads."""
+
+    bundle: DatasetBundle
+    train: FeatureTable
+    y_train: torch.Tensor
+    val: FeatureTable
+    y_val: torch.Tensor
+    unlabelled: FeatureTable
+    dims: dict[str, int]
+    settings: EncoderSettings
+    split: dict[str, Any]
+    text_encoder: TextEncoder | None = None
+    encode_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def label_tensor(samples: Sequence[Sample], labels: list[str]) -> torch.Tensor:
+    index = {label: i for i, label in enumerate(labels)}
+    return torch.tensor([index[s.label] for s in samples], dtype=torch.long)
+
+
+def prepare(
+    data: str | Path,
+    settings: EncoderSettings | None = None,
+    val_fraction: float = 0.2,
+    split_seed: int = 13,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Prepared:
+    """Load ``data``, split its labelled samples (stratified, seeded), encode every split through the cache.
+
+    ``limit`` keeps only the first N labelled samples (quick experiments and tests).
+    """
+    import time
+
+    settings = settings or EncoderSettings()
+    bundle = load_dataset(data)
+    labelled = bundle.labelled[:limit] if limit else bundle.labelled
+    if len(labelled) < 2 * len(bundle.labels):
+        raise ValueError(f"{data}: only {len(labelled)} labelled samples; need at least two per class to split")
+    train, val = stratified_split(labelled, val_fraction, split_seed)
+    encoders, text_encoder = build_encoders(settings.text_config(), settings.image_config(), settings.device)
+    cache = FeatureCache(cache_dir)
+    start = time.perf_counter()
+    tables = [
+        build_features(part, encoders, cache, bundle.report, batch_size, progress)
+        for part in (train, val, bundle.unlabelled)
+    ]
+    return Prepared(
+        bundle=bundle,
+        train=tables[0],
+        y_train=label_tensor(train, bundle.labels),
+        val=tables[1],
+        y_val=label_tensor(val, bundle.labels),
+        unlabelled=tables[2],
+        dims=feature_dims(encoders, text_encoder),
+        settings=settings,
+        split={"val_fraction": val_fraction, "seed": split_seed, "n_train": len(train), "n_val": len(val)},
+        text_encoder=text_encoder,
+        encode_seconds=time.perf_counter() - start,
+    )
+
+
+def fit(
+    prepared: Prepared,
+    head: str,
+    train_config: TrainConfig | None = None,
+    head_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[FusentModel, TrainResult]:
+    """Build ``head`` on the prepared features and train it with the one trainer."""
+    train_config = train_config or TrainConfig()
+    torch.manual_seed(train_config.seed)  # head initialisation is part of what the seed fixes
+    config = ModelConfig(
+        labels=prepared.bundle.labels,
+        head=head,
+        dims=prepared.dims,
+        head_kwargs=dict(head_kwargs or {}),
+        text_encoder=prepared.settings.text_config() if "text" in prepared.dims else {},
+        image_encoder=prepared.settings.image_config() if "image" in prepared.dims else {},
+        training={**asdict(train_config), "split": prepared.split},
+    )
+    model = FusentModel(config, prepared.text_encoder)
+    result = train_model(model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress)
+    return model, result
+
+
+def write_predictions(
+    path: str | Path | None, ids: Sequence[str], labels: Sequence[str], header: str = "guid,tag"
+) -> None:
+    """``guid,tag`` rows (the MVSA test file's own format) to ``path``, or to stdout when path is None/'-'."""
+    rows = [header.split(","), *zip(ids, labels, strict=True)]
+    if path is None or str(path) == "-":
+        csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)

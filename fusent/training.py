@@ -1,0 +1,147 @@
+"""The one trainer every fusion head goes through: AdamW, early stopping on validation macro-F1, best restore."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .features import FeatureTable, ModalityBatch
+from .metrics import classification_metrics
+from .model import FusentModel
+
+ClassWeights = Literal["none", "balanced", "sqrt"]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    patience: int = 8
+    seed: int = 13
+    class_weights: ClassWeights = "sqrt"
+    modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
+    text_lr: float = 3e-5  # for the fine-tuned text layers only
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    val_metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weight_vector(y: torch.Tensor, num_classes: int, mode: ClassWeights) -> torch.Tensor | None:
+    """``balanced`` = n / (C * n_c) as in scikit-learn; ``sqrt`` = its square root (softer on rare classes)."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
+    weights = len(y) / (num_classes * counts)
+    return weights.sqrt() if mode == "sqrt" else weights
+
+
+def _drop_modalities(inputs: dict[str, ModalityBatch], p: float, gen: torch.Generator) -> dict[str, ModalityBatch]:
+    """Mark a modality absent for a random p of rows, never every modality of one row."""
+    if p <= 0 or len(inputs) < 2:
+        return inputs
+    names = list(inputs)
+    rows = next(iter(inputs.values())).present.shape[0]
+    drop = torch.rand(rows, len(names), generator=gen) < p
+    drop[drop.all(1), 0] = False
+    return {
+        m: ModalityBatch(b.states, b.mask, b.pooled, b.present & ~drop[:, j]) for j, (m, b) in enumerate(inputs.items())
+    }
+
+
+def _texts(table: FeatureTable, index: torch.Tensor) -> list[str | None]:
+    return [table.texts[i] for i in index.tolist()]
+
+
+@torch.no_grad()
+def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    out = []
+    for start in range(0, len(table), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(table)))
+        out.append(model(table.batch(index), _texts(table, index)))
+    return torch.cat(out) if out else torch.zeros(0, len(model.config.labels))
+
+
+def train_model(
+    model: FusentModel,
+    train: FeatureTable,
+    y_train: torch.Tensor,
+    val: FeatureTable,
+    y_val: torch.Tensor,
+    config: TrainConfig,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place and restore its best-validation-macro-F1 weights."""
+    set_seed(config.seed)
+    labels = model.config.labels
+    start_time = time.perf_counter()
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("text_encoder.")]
+    groups: list[dict[str, Any]] = [{"params": head_params, "lr": config.lr}]
+    if model.text_encoder is not None:
+        text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
+        groups.append({"params": text_params, "lr": config.text_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight_vector(y_train, len(labels), config.class_weights))
+    gen = torch.Generator().manual_seed(config.seed)
+
+    best_f1, best_epoch, best_state, best_metrics, history, stale = -1.0, 0, None, {}, [], 0
+    bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        if model.text_encoder is not None:
+            model.text_encoder.model.train()
+        order, total = torch.randperm(len(train), generator=gen), 0.0
+        for start in range(0, len(train), config.batch_size):
+            index = order[start : start + config.batch_size]
+            inputs = _drop_modalities(train.batch(index), config.modality_dropout, gen)
+            loss = loss_fn(model(inputs, _texts(train, index)), y_train[index])  # CE on logits, never softmax
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(index)
+        pred = predict_logits(model, val).argmax(1)
+        metrics = classification_metrics(y_val.tolist(), pred.tolist(), labels)
+        history.append({"epoch": epoch, "train_loss": total / len(train), **_headline(metrics)})
+        bar.set_postfix(loss=f"{total / len(train):.3f}", val_f1=f"{metrics['f1_macro']:.3f}")
+        if metrics["f1_macro"] > best_f1:
+            best_f1, best_epoch, best_metrics, stale = metrics["f1_macro"], epoch, metrics, 0
+            best_state = copy.deepcopy({k: v for k, v in model.state_dict().items()})
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_epoch, best_metrics, history, time.perf_counter() - start_time)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        "val_accuracy": metrics["accuracy"],
+        "val_f1_macro": metrics["f1_macro"],
+        "val_f1_weighted": metrics["f1_weighted"],
+        **{f"val_f1_{label}": c["f1"] for label, c in metrics["per_class"].items()},
+    }
