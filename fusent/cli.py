@@ -91,10 +91,10 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 13,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 40,
     batch_size: int = 64,
-    lr: float = 5e-4,
+    lr: float = 2e-4,
     weight_decay: float = 0.01,
-    dropout: Annotated[float, typer.Option(help="Dropout inside the head.")] = 0.2,
-    hidden: Annotated[int, typer.Option(help="Hidden width of the head's classifier.")] = 256,
+    dropout: Annotated[float | None, typer.Option(help="Dropout inside the head (default: the head's own).")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")] = None,
     patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without better val macro-F1.")] = 8,
     class_weights: Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")] = "sqrt",
     modality_dropout: Annotated[
@@ -103,7 +103,7 @@ def train(
     head_arg: Annotated[
         list[str] | None, typer.Option(help="Extra head argument key=value, e.g. d_model=128 (repeatable).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N labelled samples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N labelled and N unlabelled samples.")] = None,
     cache_dir: CacheOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")] = None,
     quiet: QuietOpt = False,
@@ -136,7 +136,8 @@ def train(
         modality_dropout=modality_dropout,
         text_lr=text_lr,  # type: ignore[arg-type]
     )
-    head_kwargs = {"hidden": hidden, "dropout": dropout, **_parse_head_args(head_arg or [])}
+    head_kwargs = {k: v for k, v in {"hidden": hidden, "dropout": dropout}.items() if v is not None}
+    head_kwargs.update(_parse_head_args(head_arg or []))
     model, result = fit(prepared, head, config, head_kwargs, progress=not quiet)
     model.save_pretrained(out / "checkpoint")
     report = prepared.bundle.report

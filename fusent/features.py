@@ -85,28 +85,28 @@ def _content_bytes(modality: str, item: Any) -> bytes:
 
 
 class ModalityFeatures:
-    """Features of one modality for N samples, padded once so batching is plain indexing."""
+    """Features of one modality for N samples, kept per sample (fp16) and padded per batch to save memory."""
 
     def __init__(self, states: list[torch.Tensor | None], pooled: list[torch.Tensor | None], dim: int):
-        n = len(states)
-        lengths = [0 if s is None else s.shape[0] for s in states]
         self.dim = dim
-        self.lengths = torch.tensor(lengths, dtype=torch.long)
-        self.states = torch.zeros(n, max(lengths + [1]), dim, dtype=torch.float16)
-        self.pooled = torch.zeros(n, dim, dtype=torch.float32)
-        for i, (s, p) in enumerate(zip(states, pooled, strict=True)):
-            if s is not None:
-                self.states[i, : lengths[i]] = s
-                self.pooled[i] = p
+        self.states = [torch.zeros(0, dim, dtype=torch.float16) if s is None else s.to(torch.float16) for s in states]
+        self.lengths = torch.tensor([s.shape[0] for s in self.states], dtype=torch.long)
+        self.pooled = (
+            torch.stack([torch.zeros(dim) if p is None else p.float() for p in pooled])
+            if pooled
+            else (torch.zeros(0, dim))
+        )
         self.present = self.lengths > 0
 
     def batch(self, index: torch.Tensor) -> ModalityBatch:
         lengths = self.lengths[index]
-        width = max(int(lengths.max()), 1)
-        mask = torch.arange(width)[None, :] < lengths[:, None]
+        width = max(int(lengths.max()), 1) if len(index) else 1
+        states = torch.zeros(len(index), width, self.dim)
+        for row, i in enumerate(index.tolist()):
+            states[row, : lengths[row]] = self.states[i]
         return ModalityBatch(
-            states=self.states[index, :width].float(),
-            mask=mask,
+            states=states,
+            mask=torch.arange(width)[None, :] < lengths[:, None],
             pooled=self.pooled[index],
             present=self.present[index],
         )

@@ -103,13 +103,14 @@ def prepare(
 ) -> Prepared:
     """Load ``data``, split its labelled samples (stratified, seeded), encode every split through the cache.
 
-    ``limit`` keeps only the first N labelled samples (quick experiments and tests).
+    ``limit`` keeps only the first N labelled and first N unlabelled samples (quick experiments and tests).
     """
     import time
 
     settings = settings or EncoderSettings()
     bundle = load_dataset(data)
     labelled = bundle.labelled[:limit] if limit else bundle.labelled
+    unlabelled = bundle.unlabelled[:limit] if limit else bundle.unlabelled
     if len(labelled) < 2 * len(bundle.labels):
         raise ValueError(f"{data}: only {len(labelled)} labelled samples; need at least two per class to split")
     train, val = stratified_split(labelled, val_fraction, split_seed)
@@ -118,7 +119,7 @@ def prepare(
     start = time.perf_counter()
     tables = [
         build_features(part, encoders, cache, bundle.report, batch_size, progress)
-        for part in (train, val, bundle.unlabelled)
+        for part in (train, val, unlabelled)
     ]
     return Prepared(
         bundle=bundle,

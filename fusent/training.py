@@ -24,7 +24,7 @@ ClassWeights = Literal["none", "balanced", "sqrt"]
 class TrainConfig:
     epochs: int = 40
     batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 2e-4
     weight_decay: float = 0.01
     patience: int = 8
     seed: int = 13
@@ -119,7 +119,7 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
         pred = predict_logits(model, val).argmax(1)
         metrics = classification_metrics(y_val.tolist(), pred.tolist(), labels)
         history.append({"epoch": epoch, "train_loss": total / len(train), **_headline(metrics)})

@@ -62,7 +62,7 @@ class FusionHead(nn.Module):
         num_classes: int,
         uses: Sequence[str] | None = None,
         hidden: int = 256,
-        dropout: float = 0.2,
+        dropout: float = 0.5,
     ):
         super().__init__()
         self.uses = [m for m in MODALITIES if m in (uses or dims)]

@@ -1,0 +1,167 @@
+"""The ``fusent`` command line, end to end on the tiny MVSA folder with tiny local encoders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from conftest import MvsaSpec, TinyModels
+from typer.testing import CliRunner
+
+from fusent.cli import app
+from fusent.fusion import available_heads
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_state(monkeypatch: pytest.MonkeyPatch):
+    """The CLI reconfigures root logging (to the runner's stderr) and sets TQDM_DISABLE with -q: undo both."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setitem(os.environ, "TQDM_DISABLE", "1")
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def model_args(models: TinyModels, cache: Path) -> list[str]:
+    return [
+        "--text-model",
+        str(models.bert),
+        "--image-model",
+        str(models.vit),
+        "--max-length",
+        "32",
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cpu",
+        "-q",
+    ]
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as fh:
+        return list(csv.reader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_mvsa: MvsaSpec, tiny_models: TinyModels, tmp_path_factory) -> tuple[Path, Path, object]:
+    """One ``fusent train`` run shared by the tests of its outputs."""
+    root = tmp_path_factory.mktemp("cli")
+    cache = root / "cache"
+    run = root / "run"
+    logging_state = logging.getLogger().handlers[:]
+    previous = os.environ.get("TQDM_DISABLE")
+    try:
+        result = invoke(
+            "train", "--data", tiny_mvsa.root, "--out", run, "--epochs", "2", "--batch-size", "8",
+            *model_args(tiny_models, cache),
+        )  # fmt: skip
+    finally:
+        logging.getLogger().handlers[:] = logging_state
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+    assert result.exit_code == 0, result.output
+    return run, cache, result
+
+
+def test_help_lists_commands_and_options():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "predict", "heads"):
+        assert command in result.output
+    train = invoke("train", "--help")
+    assert train.exit_code == 0
+    for option in ("--data", "--head", "--text-model", "--image-model", "--epochs", "--cache-dir", "--limit", "--quiet"):
+        assert option in train.output, option
+    predict = invoke("predict", "--help")
+    assert "--data" in predict.output and "--out" in predict.output and "checkpoint" in predict.output.lower()
+
+
+def test_heads_command():
+    result = invoke("heads")
+    assert result.exit_code == 0
+    assert result.stdout.split() == available_heads()
+
+
+def test_train_writes_checkpoint_metrics_and_predictions(trained_run, tiny_mvsa: MvsaSpec):
+    run, _, result = trained_run
+    assert (run / "checkpoint" / "model.safetensors").is_file()
+    assert json.loads((run / "checkpoint" / "config.json").read_text())["head"] == "native_cat"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["validation"]["f1_macro"] <= 1.0
+    assert metrics["validation"]["n"] == round(0.2 * len(tiny_mvsa.labels))
+    assert len(metrics["history"]) == 2
+    assert metrics["data_problems"]["corrupt_image"] == 2 and metrics["data_problems"]["missing_image"] == 3
+    assert metrics["data_notes"]["text_decoded_by_fallback"] == 1
+    problems = (run / "problems.txt").read_text()
+    assert "corrupt01.jpg" in problems and "trunc01.jpg" in problems
+
+    rows = read_rows(run / "predictions.txt")
+    assert rows[0] == ["guid", "tag"]
+    assert [r[0] for r in rows[1:]] == tiny_mvsa.unlabelled  # every id, broken ones included, in file order
+    assert {"tcorrupt01", "tempty01", "tnothing01"} <= {r[0] for r in rows[1:]}
+    assert all(len(r) == 2 and r[1] in {"negative", "neutral", "positive"} for r in rows[1:])
+    # stdout: the validation table and the problem summary
+    assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert "corrupt_image=2" in result.stdout
+
+
+def test_predict_command(trained_run, tiny_mvsa: MvsaSpec, tmp_path: Path):
+    run, cache, _ = trained_run
+    out = tmp_path / "preds.txt"
+    result = invoke("predict", run / "checkpoint", "--data", tiny_mvsa.root, "--out", out, "--cache-dir", cache, "-q")
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert rows[0] == ["guid", "tag"]
+    assert [r[0] for r in rows[1:]] == tiny_mvsa.unlabelled
+    # the same checkpoint and features: the same labels as the ones written by train
+    assert rows == read_rows(run / "predictions.txt")
+    # to stdout when --out is not given, and --all adds the labelled rows
+    to_stdout = invoke("predict", run / "checkpoint", "--data", tiny_mvsa.root, "--all", "--cache-dir", cache, "-q")
+    assert to_stdout.exit_code == 0
+    lines = to_stdout.stdout.strip().splitlines()
+    assert lines[0] == "guid,tag" and len(lines) == 1 + len(tiny_mvsa.labels) + len(tiny_mvsa.unlabelled)
+
+
+def test_evaluate_command(trained_run, tiny_mvsa: MvsaSpec, tmp_path: Path):
+    run, cache, _ = trained_run
+    metrics_path = tmp_path / "eval.json"
+    result = invoke(
+        "evaluate", run / "checkpoint", "--data", tiny_mvsa.root, "--cache-dir", cache, "--out", metrics_path, "-q"
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "f1" in result.stdout
+    evaluated = json.loads(metrics_path.read_text())
+    trained = json.loads((run / "metrics.json").read_text())["validation"]
+    # --split val rebuilds the split the checkpoint was selected on: the same numbers as in training
+    assert evaluated["n"] == trained["n"]
+    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
+    assert evaluated["accuracy"] == pytest.approx(trained["accuracy"])
+    everything = invoke("evaluate", run / "checkpoint", "--data", tiny_mvsa.root, "--split", "all", "--cache-dir", cache)
+    assert everything.exit_code == 0
+    assert f"n={len(tiny_mvsa.labels)}" in everything.stdout
+
+
+def test_unknown_head_exits_nonzero(tiny_mvsa: MvsaSpec, tiny_models: TinyModels, tmp_path: Path):
+    result = invoke(
+        "train", "--data", tiny_mvsa.root, "--out", tmp_path / "run", "--head", "banana", "--epochs", "2",
+        *model_args(tiny_models, tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "banana" in result.output and "native_cat" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_option_exits_nonzero():
+    result = invoke("train", "--epochs", "2")
+    assert result.exit_code != 0
+    assert "--data" in result.output

@@ -1,0 +1,226 @@
+"""Fusion heads: shapes, missing modalities, gradient flow, and the properties each method claims."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fusent.features import ModalityBatch
+from fusent.fusion import available_heads, create_head
+
+DIMS = {"text": 12, "image": 20}
+LENGTHS = {"text": 5, "image": 7}
+C = 3
+B = 6
+# rows 1 and 4 miss text, rows 2 and 4 miss image (row 4 misses both)
+TEXT_PRESENT = [True, False, True, True, False, True]
+IMAGE_PRESENT = [True, True, False, True, False, True]
+
+
+def modality_batch(
+    modality: str, present: list[bool], seed: int, lengths: list[int] | None = None, scale: float = 1.0
+) -> ModalityBatch:
+    """Like ``ModalityFeatures.batch``: absent rows have zero states/pooled and an all-False mask."""
+    gen = torch.Generator().manual_seed(seed)
+    width, dim = LENGTHS[modality], DIMS[modality]
+    present_t = torch.tensor(present)
+    if lengths is None:
+        lengths = torch.randint(1, width + 1, (len(present),), generator=gen).tolist()
+        lengths[0] = width  # at least one row fills the width
+    n = torch.tensor(lengths) * present_t
+    mask = torch.arange(width)[None, :] < n[:, None]
+    states = scale * torch.randn(len(present), width, dim, generator=gen) * mask[..., None]
+    pooled = scale * torch.randn(len(present), dim, generator=gen) * present_t[:, None]
+    return ModalityBatch(states=states, mask=mask, pooled=pooled, present=present_t)
+
+
+def inputs(seed: int = 0, text_present=TEXT_PRESENT, image_present=IMAGE_PRESENT) -> dict[str, ModalityBatch]:
+    return {
+        "text": modality_batch("text", text_present, seed),
+        "image": modality_batch("image", image_present, seed + 1000),
+    }
+
+
+def replace(batch: ModalityBatch, **changes) -> ModalityBatch:
+    return ModalityBatch(**{**batch.__dict__, **changes})
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return create_head(name, DIMS, C, **kwargs).eval()
+
+
+HEADS = available_heads()
+
+
+def test_registry_has_the_papers_heads():
+    assert {"native_cat", "native_combine", "ote", "text_only", "image_only"} <= set(HEADS)
+    assert HEADS == sorted(HEADS)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_output_shape_and_registry_name(name: str):
+    head = build(name)
+    out = head(inputs(1, [True] * B, [True] * B))
+    assert out.shape == (B, C)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert head.registry_name == name
+    # rows are independent: a single-row batch gives the same logits as that row in the full batch
+    full = head(inputs(2))
+    one = head({m: ModalityBatch(*(t[3:4] for t in b.__dict__.values())) for m, b in inputs(2).items()})
+    torch.testing.assert_close(one[0], full[3], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_missing_modalities_give_finite_distinct_outputs(name: str):
+    head = build(name)
+    out = head(inputs(3))
+    assert out.shape == (B, C)
+    assert torch.isfinite(out).all()
+    # every row missing everything (row 4) is still a valid prediction
+    both_missing = head(inputs(3, [False] * B, [False] * B))
+    assert torch.isfinite(both_missing).all()
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_gradients_reach_every_parameter(name: str):
+    head = build(name, dropout=0.0).train()
+    batch = inputs(4)
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = nn.functional.cross_entropy(head(batch), target)
+    loss.backward()
+    grads = {n: p.grad for n, p in head.named_parameters()}
+    assert grads, "head has no parameters"
+    missing = [n for n, g in grads.items() if g is None]
+    assert not missing, f"no gradient for {missing}"
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    nonzero = [n for n, g in grads.items() if g.abs().sum() > 0]
+    assert len(nonzero) >= len(grads) - 2  # at most a couple of dead parameters (see the strict test below)
+    # the learned "missing" embeddings/tokens are trained by a batch with missing rows
+    assert any(("missing" in n) for n in nonzero) or name == "native_combine"
+
+
+def _every_parameter_learns_params():
+    bug = pytest.mark.xfail(
+        reason="BUG (minor): fusion/native_combine.py inherits the base class's `missing` embeddings, but "
+        "multiplies their logits by present=0, so they are dead parameters that never get a gradient "
+        "(ote.py deletes them for exactly this reason)",
+        strict=True,
+    )
+    return [pytest.param(n, marks=bug) if n == "native_combine" else n for n in HEADS]
+
+
+@pytest.mark.parametrize("name", _every_parameter_learns_params())
+def test_every_parameter_gets_a_nonzero_gradient(name: str):
+    head = build(name, dropout=0.0).train()
+    loss = nn.functional.cross_entropy(head(inputs(5)), torch.tensor([0, 1, 2, 0, 1, 2]))
+    loss.backward()
+    dead = [n for n, p in head.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    assert dead == []
+
+
+# ----------------------------------------------------------------------------------------------- ablations
+
+
+@pytest.mark.parametrize(("name", "used", "ignored"), [("text_only", "text", "image"), ("image_only", "image", "text")])
+def test_unimodal_ablation_never_reads_the_other_modality(name: str, used: str, ignored: str):
+    head = build(name)
+    assert head.uses == [used]
+    names = [n for n, _ in head.named_parameters()]
+    assert names and not any(ignored in n for n in names)
+    assert any(used in n for n in names)
+    base = inputs(6)
+    out = head(base)
+    other = modality_batch(ignored, [not p for p in base[ignored].present.tolist()], seed=77, scale=5.0)
+    assert not torch.equal(other.pooled, base[ignored].pooled)
+    torch.testing.assert_close(head({**base, ignored: other}), out, rtol=0, atol=0)
+    torch.testing.assert_close(head({used: base[used]}), out, rtol=0, atol=0)  # the other may be absent entirely
+    # ...while the modality it uses does matter
+    # (a random change: the heads layer-normalise, so adding a constant to every feature would change nothing)
+    changed = replace(base[used], pooled=base[used].pooled + torch.randn(base[used].pooled.shape))
+    assert not torch.allclose(head({**base, used: changed}), out)
+
+
+def test_unimodal_needs_its_modality():
+    with pytest.raises(ValueError, match="image"):
+        create_head("image_only", {"text": 8}, C)
+
+
+def test_native_combine_row_without_image_is_text_classifier_plus_bias():
+    head = build("native_combine")
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))  # a non-zero bias so the check is not vacuous
+    base = inputs(7)
+    out = head(base)
+    no_image = [i for i, p in enumerate(IMAGE_PRESENT) if not p]
+    both = [i for i in range(B) if TEXT_PRESENT[i] and IMAGE_PRESENT[i]]
+    with torch.no_grad():
+        text_logits = head.classifiers["text"](head.pooled(base, "text"))
+        image_logits = head.classifiers["image"](head.pooled(base, "image"))
+    for i in no_image:
+        expected = head.bias + text_logits[i] if TEXT_PRESENT[i] else head.bias
+        torch.testing.assert_close(out[i], expected)
+    for i in both:
+        torch.testing.assert_close(out[i], head.bias + text_logits[i] + image_logits[i])
+    # the image values of rows without an image do not matter
+    noisy = replace(
+        base["image"],
+        pooled=base["image"].pooled + 100.0 * (~base["image"].present)[:, None],
+        states=base["image"].states + 3.0,
+    )
+    torch.testing.assert_close(head({**base, "image": noisy})[no_image], out[no_image], rtol=0, atol=0)
+
+
+def test_ote_ignores_padding_and_absent_rows():
+    head = build("ote")
+    base = inputs(8)
+    out = head(base)
+    changed = {}
+    for m, b in base.items():
+        pad = ~(b.mask & b.present[:, None])  # padding positions and every position of an absent row
+        assert pad.any()
+        changed[m] = replace(b, states=torch.where(pad[..., None], torch.randn_like(b.states) * 10, b.states))
+    torch.testing.assert_close(head(changed), out, rtol=1e-5, atol=1e-6)
+
+
+def test_ote_attends_over_the_whole_sequence():
+    head = build("ote")
+    base = inputs(9, [True] * B, [True] * B)
+    text = base["text"]
+    assert bool(text.mask[0].all())  # row 0 has every text position real
+    out = head(base)
+    states = text.states.clone()
+    states[0, 3] += torch.randn(DIMS["text"])  # a text token that is not the first (random: LayerNorm first)
+    moved = head({**base, "text": replace(text, states=states)})
+    assert not torch.allclose(moved[0], out[0], atol=1e-4)
+    torch.testing.assert_close(moved[1:], out[1:])  # other rows untouched
+    # and the image patches matter too
+    img = base["image"].states.clone()
+    img[0, 2] += torch.randn(DIMS["image"])
+    assert not torch.allclose(head({**base, "image": replace(base["image"], states=img)})[0], out[0], atol=1e-4)
+
+
+def test_ote_has_no_unused_pooled_path():
+    names = [n for n, _ in build("ote").named_parameters()]
+    assert not any(n.startswith(("norm.", "missing.")) for n in names)
+    assert any(n.startswith("missing_token.") for n in names)
+
+
+def test_unknown_head_lists_available():
+    with pytest.raises(ValueError) as info:
+        create_head("no_such_head", DIMS, C)
+    message = str(info.value)
+    assert "no_such_head" in message
+    for name in HEADS:
+        assert name in message
+
+
+def test_head_kwargs_are_applied():
+    head = create_head("native_cat", DIMS, C, hidden=7, dropout=0.0)
+    linear = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert linear[0].in_features == sum(DIMS.values()) and linear[0].out_features == 7
+    assert linear[-1].out_features == C
+    ote = create_head("ote", DIMS, C, d_model=16, layers=1, heads=2)
+    assert len(ote.encoder.layers) == 1 and ote.cls.shape == (16,)
