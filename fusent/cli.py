@@ -94,7 +94,9 @@ def train(
     lr: float = 2e-4,
     weight_decay: float = 0.01,
     dropout: Annotated[float | None, typer.Option(help="Dropout inside the head (default: the head's own).")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")] = None,
+    hidden: Annotated[
+        int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")
+    ] = None,
     patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without better val macro-F1.")] = 8,
     class_weights: Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")] = "sqrt",
     modality_dropout: Annotated[

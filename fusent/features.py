@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from .data.images import ImageLoadError, load_image
@@ -33,6 +34,9 @@ class ModalityBatch:
     mask: torch.Tensor  # [B, L] bool, True = real token/patch
     pooled: torch.Tensor  # [B, D]
     present: torch.Tensor  # [B] bool, False = modality missing for that sample
+
+    def to(self, device: torch.device | str) -> ModalityBatch:
+        return ModalityBatch(*(t.to(device) for t in (self.states, self.mask, self.pooled, self.present)))
 
 
 class FeatureCache:
@@ -55,7 +59,7 @@ class FeatureCache:
         err = self._path(key, digest, ".err")
         if err.exists():
             info = json.loads(err.read_text())
-            return ImageLoadError(info["kind"], info["message"])
+            return ImageLoadError(info["kind"], info.get("reason", "unreadable image"))
         return None
 
     def put(self, key: str, digest: str, states: torch.Tensor, pooled: torch.Tensor) -> None:
@@ -68,10 +72,14 @@ class FeatureCache:
     def put_error(self, key: str, digest: str, error: ImageLoadError) -> None:
         path = self._path(key, digest, ".err")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"kind": error.kind, "message": str(error)}))
+        path.write_text(json.dumps({"kind": error.kind, "reason": error.reason}))  # no file name: content-keyed
 
 
 _LOADERS: dict[str, Callable[[Any], Any]] = {"text": lambda t: t, "image": load_image}
+
+
+def _describe(item: Any) -> str:
+    return str(item) if isinstance(item, str | Path) else f"<in-memory {type(item).__name__}>"
 
 
 def _content_bytes(modality: str, item: Any) -> bytes:
@@ -100,13 +108,12 @@ class ModalityFeatures:
 
     def batch(self, index: torch.Tensor) -> ModalityBatch:
         lengths = self.lengths[index]
-        width = max(int(lengths.max()), 1) if len(index) else 1
-        states = torch.zeros(len(index), width, self.dim)
-        for row, i in enumerate(index.tolist()):
-            states[row, : lengths[row]] = self.states[i]
+        states = pad_sequence([self.states[i] for i in index.tolist()], batch_first=True).float()
+        if states.shape[1] == 0:  # every row lacks this modality: keep one (masked) position
+            states = torch.zeros(len(index), 1, self.dim)
         return ModalityBatch(
             states=states,
-            mask=torch.arange(width)[None, :] < lengths[:, None],
+            mask=torch.arange(states.shape[1])[None, :] < lengths[:, None],
             pooled=self.pooled[index],
             present=self.present[index],
         )
@@ -158,7 +165,7 @@ def encode_modality(
                 continue
             hit = cache.get(key, digest)
             if isinstance(hit, ImageLoadError):
-                report.add(hit.kind, sample.id, str(hit))
+                report.add(hit.kind, sample.id, str(hit.for_file(_describe(item))))
                 continue
             if hit is not None:
                 states[i], pooled[i] = hit

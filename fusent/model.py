@@ -12,6 +12,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import __version__
+from .encoders.base import pick_device
 from .encoders.text import TextEncoder
 from .features import ModalityBatch
 from .fusion import create_head
@@ -49,11 +50,15 @@ class FusentModel(nn.Module):
             raise ValueError("a fine-tuned text model needs its TextEncoder")
         self.text_encoder = text_encoder if config.finetune_text else None
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def encode_text(self, texts: list[str | None]) -> ModalityBatch:
         enc = self.text_encoder
         assert enc is not None
-        present = torch.tensor([bool(t) for t in texts])
-        tokens = {k: v.to(enc.device) for k, v in enc.tokenize([t or "" for t in texts]).items()}
+        present = torch.tensor([bool(t) for t in texts], device=self.device)
+        tokens = {k: v.to(self.device) for k, v in enc.tokenize([t or "" for t in texts]).items()}
         states, pooled = enc(tokens["input_ids"], tokens["attention_mask"])
         return ModalityBatch(states=states, mask=tokens["attention_mask"].bool(), pooled=pooled, present=present)
 
@@ -83,4 +88,4 @@ class FusentModel(nn.Module):
             text_encoder = TextEncoder(**config.text_encoder, device=device)
         model = cls(config, text_encoder)
         load_model(model, str(directory / WEIGHTS_NAME), strict=True)
-        return model.eval()
+        return model.to(pick_device(device)).eval()

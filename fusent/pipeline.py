@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import sys
@@ -14,6 +15,7 @@ import torch
 
 from .data import DatasetBundle, Sample, load_dataset, stratified_split
 from .encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, Encoder, TextEncoder, create_image_encoder
+from .encoders.base import pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .model import FusentModel, ModelConfig
 from .training import TrainConfig, TrainResult, train_model
@@ -118,8 +120,7 @@ def prepare(
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
     tables = [
-        build_features(part, encoders, cache, bundle.report, batch_size, progress)
-        for part in (train, val, unlabelled)
+        build_features(part, encoders, cache, bundle.report, batch_size, progress) for part in (train, val, unlabelled)
     ]
     return Prepared(
         bundle=bundle,
@@ -155,7 +156,9 @@ def fit(
         image_encoder=prepared.settings.image_config() if "image" in prepared.dims else {},
         training={**asdict(train_config), "split": prepared.split},
     )
-    model = FusentModel(config, prepared.text_encoder)
+    # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
+    text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None
+    model = FusentModel(config, text_encoder).to(pick_device(prepared.settings.device))
     result = train_model(model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress)
     return model, result
 

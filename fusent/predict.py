@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .data import ProblemReport, Sample
+from .encoders.base import pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .model import FusentModel
 from .pipeline import build_encoders
@@ -20,7 +21,7 @@ class Predictor:
     """``predict(text=..., image=...)`` for one post; ``predict_samples`` for many (through the feature cache)."""
 
     def __init__(self, model: FusentModel, cache: FeatureCache | None = None, device: str | None = None):
-        self.model = model.eval()
+        self.model = model.to(pick_device(device)).eval()
         cfg = model.config
         text = {**cfg.text_encoder, "finetune_layers": 0} if cfg.text_encoder and not cfg.finetune_text else {}
         self.encoders, _ = build_encoders(text or {"name": "none"}, cfg.image_encoder or {"name": "none"}, device)

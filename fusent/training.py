@@ -69,6 +69,10 @@ def _drop_modalities(inputs: dict[str, ModalityBatch], p: float, gen: torch.Gene
     }
 
 
+def _to(inputs: dict[str, ModalityBatch], device: torch.device) -> dict[str, ModalityBatch]:
+    return {m: b.to(device) for m, b in inputs.items()}
+
+
 def _texts(table: FeatureTable, index: torch.Tensor) -> list[str | None]:
     return [table.texts[i] for i in index.tolist()]
 
@@ -79,7 +83,7 @@ def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 25
     out = []
     for start in range(0, len(table), batch_size):
         index = torch.arange(start, min(start + batch_size, len(table)))
-        out.append(model(table.batch(index), _texts(table, index)))
+        out.append(model(_to(table.batch(index), model.device), _texts(table, index)).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(model.config.labels))
 
 
@@ -102,7 +106,9 @@ def train_model(
         text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
         groups.append({"params": text_params, "lr": config.text_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight_vector(y_train, len(labels), config.class_weights))
+    device = model.device
+    weights = class_weight_vector(y_train, len(labels), config.class_weights)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     gen = torch.Generator().manual_seed(config.seed)
 
     best_f1, best_epoch, best_state, best_metrics, history, stale = -1.0, 0, None, {}, [], 0
@@ -114,8 +120,8 @@ def train_model(
         order, total = torch.randperm(len(train), generator=gen), 0.0
         for start in range(0, len(train), config.batch_size):
             index = order[start : start + config.batch_size]
-            inputs = _drop_modalities(train.batch(index), config.modality_dropout, gen)
-            loss = loss_fn(model(inputs, _texts(train, index)), y_train[index])  # CE on logits, never softmax
+            inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
+            loss = loss_fn(model(inputs, _texts(train, index)), y_train[index].to(device))  # CE on logits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -55,7 +55,9 @@ def test_save_reload_identical_logits(prepared_tiny, tmp_path: Path, head: str):
     after = predict_logits(loaded, prepared_tiny.val)
     assert before.shape == (len(prepared_tiny.val), 3)
     assert torch.equal(before, after)
-    assert torch.equal(predict_logits(model, prepared_tiny.unlabelled), predict_logits(loaded, prepared_tiny.unlabelled))
+    assert torch.equal(
+        predict_logits(model, prepared_tiny.unlabelled), predict_logits(loaded, prepared_tiny.unlabelled)
+    )
     # the checkpoint is the same tensors, and a fresh model of the same config is not (so the check is real)
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     torch.manual_seed(123)
@@ -150,7 +152,9 @@ def test_finetune_train_save_reload(prepared_finetune, tiny_models: TinyModels, 
     assert len(result.history) == 2
     tuned = model.text_encoder.model.state_dict()
     # the last layer trained, the frozen ones did not
-    assert not torch.equal(tuned["encoder.layer.1.output.dense.weight"], pristine["encoder.layer.1.output.dense.weight"])
+    assert not torch.equal(
+        tuned["encoder.layer.1.output.dense.weight"], pristine["encoder.layer.1.output.dense.weight"]
+    )
     assert torch.equal(tuned["encoder.layer.0.output.dense.weight"], pristine["encoder.layer.0.output.dense.weight"])
     assert torch.equal(tuned["embeddings.word_embeddings.weight"], pristine["embeddings.word_embeddings.weight"])
 
@@ -169,12 +173,6 @@ def test_finetune_train_save_reload(prepared_finetune, tiny_models: TinyModels, 
     _check_scores(predictor.predict(text="good day"))
 
 
-@pytest.mark.xfail(
-    reason="BUG: pipeline.fit passes prepared.text_encoder (shared, mutable) into the model, so in fine-tuning "
-    "mode a second fit on the same Prepared starts from the first run's fine-tuned weights: same seed, "
-    "different result, and Prepared is not reusable across heads as its docstring promises",
-    strict=True,
-)
 def test_finetune_same_seed_same_result(prepared_finetune, tiny_models: TinyModels):
     from transformers import AutoModel
 
@@ -264,13 +262,6 @@ def test_cuda_frozen_encoders_train_and_predict(tiny_mvsa: MvsaSpec, tiny_settin
 
 
 @needs_cuda
-@pytest.mark.xfail(
-    reason="BUG: in fine-tuning mode the TextEncoder goes to `device` (cuda by default when available) but the "
-    "fusion head is never moved: FusentModel.encode_text returns cuda tensors that meet CPU head parameters "
-    "and CPU `present` masks -> device-mismatch RuntimeError",
-    raises=RuntimeError,
-    strict=True,
-)
 def test_cuda_finetune_trains(tiny_mvsa: MvsaSpec, tiny_settings: EncoderSettings, tmp_path: Path):
     settings = replace(tiny_settings, device=None, finetune_text_layers=1)  # default device: cuda here
     prepared = prepare(tiny_mvsa.root, settings, cache_dir=tmp_path / "cache", progress=False)

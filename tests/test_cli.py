@@ -80,7 +80,16 @@ def test_help_lists_commands_and_options():
         assert command in result.output
     train = invoke("train", "--help")
     assert train.exit_code == 0
-    for option in ("--data", "--head", "--text-model", "--image-model", "--epochs", "--cache-dir", "--limit", "--quiet"):
+    for option in (
+        "--data",
+        "--head",
+        "--text-model",
+        "--image-model",
+        "--epochs",
+        "--cache-dir",
+        "--limit",
+        "--quiet",
+    ):
         assert option in train.output, option
     predict = invoke("predict", "--help")
     assert "--data" in predict.output and "--out" in predict.output and "checkpoint" in predict.output.lower()
@@ -146,7 +155,9 @@ def test_evaluate_command(trained_run, tiny_mvsa: MvsaSpec, tmp_path: Path):
     assert evaluated["n"] == trained["n"]
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
     assert evaluated["accuracy"] == pytest.approx(trained["accuracy"])
-    everything = invoke("evaluate", run / "checkpoint", "--data", tiny_mvsa.root, "--split", "all", "--cache-dir", cache)
+    everything = invoke(
+        "evaluate", run / "checkpoint", "--data", tiny_mvsa.root, "--split", "all", "--cache-dir", cache
+    )
     assert everything.exit_code == 0
     assert f"n={len(tiny_mvsa.labels)}" in everything.stdout
 

@@ -111,12 +111,6 @@ def test_load_mvsa_windows_line_endings_and_blank_lines(tmp_path: Path):
     assert not bundle.report.counts
 
 
-@pytest.mark.xfail(
-    reason="BUG: data/adapters.py _read_guid_file opens train.txt / test_without_label.txt as 'utf-8', not "
-    "'utf-8-sig': with a byte-order mark the header is not recognised, so a bogus sample '\\ufeffguid' is "
-    "created (reported as missing text/image and unknown label 'tag', or predicted as a test id)",
-    strict=True,
-)
 def test_load_mvsa_guid_files_with_bom(tmp_path: Path):
     (tmp_path / "data").mkdir()
     for guid, text in (("1", b"good day"), ("2", b"bad day")):
@@ -244,12 +238,6 @@ def test_cache_reencodes_only_changed_content(
     assert calls.items == 3
 
 
-@pytest.mark.xfail(
-    reason="BUG: features.encode_modality re-reports a cached ImageLoadError with the message stored for the "
-    "FIRST file that had those bytes, so a second broken file with identical content is reported under the "
-    "other file's name",
-    strict=True,
-)
 def test_cached_error_names_the_right_file(tiny_image_encoder, tmp_path: Path):
     data = tmp_path / "imgs"
     data.mkdir()
@@ -327,11 +315,6 @@ def test_manifest_bad_json_line_is_reported(tmp_path: Path):
     assert any("m.jsonl:2" in m for m in bundle.report.messages)
 
 
-@pytest.mark.xfail(
-    reason="BUG: data/adapters.py load_manifest reads JSONL as 'utf-8' (CSV uses 'utf-8-sig'): a JSONL file "
-    "with a byte-order mark loses its first record as a bad_row",
-    strict=True,
-)
 def test_manifest_jsonl_with_bom(tmp_path: Path):
     path = tmp_path / "m.jsonl"
     rows = [{"id": "a", "text": "good", "label": "positive"}, {"id": "b", "text": "bad", "label": "negative"}]
@@ -352,11 +335,6 @@ def test_manifest_without_id_column_raises(tmp_path: Path):
         load_manifest(jsonl)
 
 
-@pytest.mark.xfail(
-    reason="BUG: data/adapters.py load_manifest uses `rec.get('label') or ''` (and the same for 'id'), so a JSONL "
-    "integer label 0 / id 0 is read as empty: every class-0 row silently becomes an unlabelled row to predict",
-    strict=True,
-)
 def test_manifest_jsonl_integer_zero_label_and_id(tmp_path: Path):
     rows = [
         {"id": 0, "text": "bad day", "label": 0},

@@ -97,22 +97,12 @@ def test_gradients_reach_every_parameter(name: str):
     assert not missing, f"no gradient for {missing}"
     assert all(torch.isfinite(g).all() for g in grads.values())
     nonzero = [n for n, g in grads.items() if g.abs().sum() > 0]
-    assert len(nonzero) >= len(grads) - 2  # at most a couple of dead parameters (see the strict test below)
+    assert len(nonzero) == len(grads)
     # the learned "missing" embeddings/tokens are trained by a batch with missing rows
     assert any(("missing" in n) for n in nonzero) or name == "native_combine"
 
 
-def _every_parameter_learns_params():
-    bug = pytest.mark.xfail(
-        reason="BUG (minor): fusion/native_combine.py inherits the base class's `missing` embeddings, but "
-        "multiplies their logits by present=0, so they are dead parameters that never get a gradient "
-        "(ote.py deletes them for exactly this reason)",
-        strict=True,
-    )
-    return [pytest.param(n, marks=bug) if n == "native_combine" else n for n in HEADS]
-
-
-@pytest.mark.parametrize("name", _every_parameter_learns_params())
+@pytest.mark.parametrize("name", HEADS)
 def test_every_parameter_gets_a_nonzero_gradient(name: str):
     head = build(name, dropout=0.0).train()
     loss = nn.functional.cross_entropy(head(inputs(5)), torch.tensor([0, 1, 2, 0, 1, 2]))
@@ -157,8 +147,8 @@ def test_native_combine_row_without_image_is_text_classifier_plus_bias():
     no_image = [i for i, p in enumerate(IMAGE_PRESENT) if not p]
     both = [i for i in range(B) if TEXT_PRESENT[i] and IMAGE_PRESENT[i]]
     with torch.no_grad():
-        text_logits = head.classifiers["text"](head.pooled(base, "text"))
-        image_logits = head.classifiers["image"](head.pooled(base, "image"))
+        text_logits = head.classifiers["text"](head.norm["text"](base["text"].pooled))
+        image_logits = head.classifiers["image"](head.norm["image"](base["image"].pooled))
     for i in no_image:
         expected = head.bias + text_logits[i] if TEXT_PRESENT[i] else head.bias
         torch.testing.assert_close(out[i], expected)

@@ -6,6 +6,8 @@ Unmarked on purpose: CI must run at least one end-to-end check on real data. Ski
 from __future__ import annotations
 
 import pytest
+import torch
+from conftest import REAL_MVSA
 
 from fusent.pipeline import EncoderSettings, fit, prepare
 from fusent.training import TrainConfig
@@ -15,8 +17,6 @@ LIMIT = 200
 
 @pytest.fixture(scope="module")
 def prepared_real(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import REAL_MVSA
-
     if not (REAL_MVSA / "train.txt").exists():
         pytest.skip(f"real MVSA slice not found at {REAL_MVSA}")
     cache_dir = tmp_path_factory.mktemp("real_cache")
@@ -52,9 +52,6 @@ def test_real_slice_beats_constant_predictor(prepared_real):
 
 def test_real_cache_is_reused(prepared_real):
     """A second prepare over the same cache re-encodes nothing and gives the same features."""
-    import torch
-    from conftest import REAL_MVSA
-
     first = prepared_real
     again = prepare(REAL_MVSA, EncoderSettings(), limit=LIMIT, cache_dir=first.extra["cache_dir"], progress=False)
     assert again.val.ids == first.val.ids  # the split is seeded

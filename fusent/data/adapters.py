@@ -6,6 +6,7 @@ import csv
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .records import DatasetBundle, ProblemReport, Sample
 from .text import decode_text
@@ -32,6 +33,12 @@ def load_dataset(path: str | Path, labels: list[str] | None = None) -> DatasetBu
     raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl manifest")
 
 
+def _field(record: dict[str, Any], key: str) -> str:
+    """A manifest cell as text; 0 is a value, only None/absent is empty."""
+    value = record.get(key)
+    return "" if value is None else str(value).strip()
+
+
 def _read_text_file(path: Path, sample_id: str, report: ProblemReport) -> str | None:
     try:
         raw = path.read_bytes()
@@ -54,14 +61,14 @@ def _finish(
     rows = list(rows)
     if labels is None:
         labels = sorted({s.label for s, lab in rows if lab and s.label})
-    seen: set[str] = set()
+    seen: dict[bool, set[str]] = {True: set(), False: set()}  # per section: an id may be both labelled and asked
     labelled: list[Sample] = []
     unlabelled: list[Sample] = []
     for sample, is_labelled in rows:
-        if sample.id in seen:
+        if sample.id in seen[is_labelled]:
             report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
             continue
-        seen.add(sample.id)
+        seen[is_labelled].add(sample.id)
         if sample.text is None and sample.image is None:
             report.add("no_modality", sample.id, "neither text nor image given")
         if not is_labelled:
@@ -76,7 +83,7 @@ def _finish(
 
 def _read_guid_file(path: Path) -> list[tuple[str, str]]:
     out = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
         for line_no, line in enumerate(fh):
             line = line.strip()
             if not line or (line_no == 0 and line.lower().startswith("guid")):
@@ -116,7 +123,7 @@ def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetB
             records = list(csv.DictReader(fh))
     else:
         records = []
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:
             for line_no, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -129,7 +136,7 @@ def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetB
 
     def rows() -> Iterable[tuple[Sample, bool]]:
         for i, rec in enumerate(records):
-            sid = str(rec.get("id") or "").strip()
+            sid = _field(rec, "id")
             if not sid:
                 report.add("bad_row", f"row {i + 1}", f"{path} row {i + 1} has no id; skipped")
                 continue
@@ -144,7 +151,7 @@ def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetB
                 if not image.exists():
                     report.add("missing_image", sid, f"image file not found: {image}")
                     image = None
-            label = str(rec.get("label") or "").strip()
+            label = _field(rec, "label")
             yield Sample(id=sid, text=text or None, image=image, label=label), label.lower() not in _UNLABELLED
 
     return _finish(rows(), labels, report, name=path.stem)

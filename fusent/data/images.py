@@ -12,11 +12,14 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 
 class ImageLoadError(ValueError):
-    """Raised with a message that names the file and what is wrong with it."""
+    """What is wrong (``kind``, ``reason``) with which file (``name``); str() says both."""
 
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, kind: str, reason: str, name: str = "<bytes>"):
+        super().__init__(f"{reason}: {name}")
+        self.kind, self.reason, self.name = kind, reason, name
+
+    def for_file(self, name: str) -> ImageLoadError:
+        return ImageLoadError(self.kind, self.reason, name)
 
 
 def load_image(source: Path | bytes | Image.Image) -> Image.Image:
@@ -29,25 +32,25 @@ def load_image(source: Path | bytes | Image.Image) -> Image.Image:
         try:
             source = Path(source).read_bytes()
         except FileNotFoundError:
-            raise ImageLoadError("missing_image", f"image file not found: {name}") from None
+            raise ImageLoadError("missing_image", "image file not found", name) from None
         except OSError as exc:
-            raise ImageLoadError("missing_image", f"image file unreadable: {name} ({exc})") from None
+            raise ImageLoadError("missing_image", f"image file unreadable ({exc.strerror})", name) from None
     if not source:
-        raise ImageLoadError("corrupt_image", f"image file is empty: {name}")
+        raise ImageLoadError("corrupt_image", "image file is empty", name)
     try:
         with Image.open(io.BytesIO(source)) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ImageLoadError(
-                    "too_large_image", f"image {name} has {img.width}x{img.height} pixels (limit {MAX_IMAGE_PIXELS})"
+                    "too_large_image", f"image has {img.width}x{img.height} pixels (limit {MAX_IMAGE_PIXELS})", name
                 )
             img.load()
             return img.convert("RGB")
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError("corrupt_image", f"not a readable image: {name}") from None
+        raise ImageLoadError("corrupt_image", "not a readable image", name) from None
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError("too_large_image", f"image {name} refused: {exc}") from None
+        raise ImageLoadError("too_large_image", f"image refused ({exc})", name) from None
     except (OSError, SyntaxError, ValueError) as exc:
         kind = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
-        raise ImageLoadError(kind, f"cannot decode image {name}: {exc}") from None
+        raise ImageLoadError(kind, f"cannot decode image ({exc})", name) from None

@@ -22,10 +22,11 @@ class NativeCombine(FusionHead):
             {m: classifier(d, self.hidden, num_classes, self.dropout) for m, d in self.dims.items()}
         )
         self.bias = nn.Parameter(torch.zeros(num_classes))
+        del self.missing  # an absent modality is masked out of the sum, so it needs no learned embedding
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         logits = self.bias.expand(inputs[self.uses[0]].pooled.shape[0], -1)
         for m in self.uses:
             present = inputs[m].present[:, None].to(logits.dtype)
-            logits = logits + present * self.classifiers[m](self.pooled(inputs, m))
+            logits = logits + present * self.classifiers[m](self.norm[m](inputs[m].pooled))
         return logits
