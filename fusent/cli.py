@@ -63,17 +63,11 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def _heads_help() -> str:
-    from .fusion import available_heads
-
-    return "Fusion head: " + ", ".join(available_heads()) + "."
-
-
 @app.command()
 def train(
     data: DataOpt,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<data>-<head>).")] = None,
-    head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_cat",
+    head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_combine",
     text_model: Annotated[
         str, typer.Option(help="HF id or folder; the default MiniLM resolves offline to its PyPI package.")
     ] = "sentence-transformers/all-MiniLM-L6-v2",
@@ -81,7 +75,7 @@ def train(
     max_length: Annotated[int, typer.Option(help="Max text tokens.")] = 128,
     image_model: Annotated[
         str, typer.Option(help="efficientnet-lite0 | efficientnet-lite2 (packaged) | HF id or folder | none.")
-    ] = "efficientnet-lite0",
+    ] = "efficientnet-lite2",
     finetune_text_layers: Annotated[
         int, typer.Option(help="Fine-tune the last k text layers (0 = frozen and cached).")
     ] = 0,
@@ -98,7 +92,9 @@ def train(
         int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")
     ] = None,
     patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without better val macro-F1.")] = 8,
-    class_weights: Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")] = "sqrt",
+    class_weights: Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")] = "none",
+    loss: Annotated[str, typer.Option(help="ce (cross-entropy) | focal (paper 002).")] = "ce",
+    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma (0 = cross-entropy).")] = 2.0,
     modality_dropout: Annotated[
         float, typer.Option(help="Probability of hiding one modality of a training sample.")
     ] = 0.1,
@@ -113,7 +109,7 @@ def train(
     """Train a fusion head: split the labelled data (stratified), encode through the feature cache, train with
     early stopping on validation macro-F1, print validation metrics, save the checkpoint and predictions."""
     _setup(quiet)
-    from .fusion import available_heads
+    from .fusion import available_heads, head_uses_states
     from .metrics import format_metrics
     from .pipeline import EncoderSettings, fit, prepare, write_predictions
     from .training import TrainConfig, predict_logits
@@ -124,7 +120,16 @@ def train(
         )
     out = out or Path("runs") / f"{data.stem}-{head}"
     settings = EncoderSettings(text_model, text_pooling, max_length, finetune_text_layers, image_model, device)
-    prepared = prepare(data, settings, val_fraction, split_seed, cache_dir, limit=limit, progress=not quiet)
+    prepared = prepare(
+        data,
+        settings,
+        val_fraction,
+        split_seed,
+        cache_dir,
+        limit=limit,
+        progress=not quiet,
+        keep_states=head_uses_states(head),
+    )
     if limit:
         prepared.split["limit"] = limit
     config = TrainConfig(
@@ -136,6 +141,8 @@ def train(
         seed=seed,
         class_weights=class_weights,
         modality_dropout=modality_dropout,
+        loss=loss,  # type: ignore[arg-type]
+        focal_gamma=focal_gamma,
         text_lr=text_lr,  # type: ignore[arg-type]
     )
     head_kwargs = {k: v for k, v in {"hidden": hidden, "dropout": dropout}.items() if v is not None}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
@@ -48,10 +49,17 @@ class FeatureCache:
     def _path(self, key: str, digest: str, suffix: str) -> Path:
         return self.root / key / digest[:2] / f"{digest}{suffix}"
 
-    def get(self, key: str, digest: str) -> tuple[torch.Tensor, torch.Tensor] | ImageLoadError | None:
+    def get(
+        self, key: str, digest: str, states: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor] | ImageLoadError | None:
+        """(states, pooled) for a cached sample (states None unless asked: they are most of the bytes), the cached
+        failure, or None when absent."""
         path = self._path(key, digest, ".safetensors")
         if path.exists():
             try:
+                if not states:
+                    with safe_open(path, framework="pt") as fh:
+                        return None, fh.get_tensor("pooled")
                 tensors = load_file(path)
                 return tensors["states"], tensors["pooled"]
             except Exception:  # a half-written file from an interrupted run: re-encode it
@@ -93,27 +101,33 @@ def _content_bytes(modality: str, item: Any) -> bytes:
 
 
 class ModalityFeatures:
-    """Features of one modality for N samples, kept per sample (fp16) and padded per batch to save memory."""
+    """Features of one modality for N samples: pooled vectors always; token/patch states (fp16, per sample, padded
+    per batch) only when kept. Without states a batch has a zero-length sequence, never a fake one."""
 
-    def __init__(self, states: list[torch.Tensor | None], pooled: list[torch.Tensor | None], dim: int):
+    def __init__(self, states: list[torch.Tensor | None] | None, pooled: list[torch.Tensor | None], dim: int):
         self.dim = dim
-        self.states = [torch.zeros(0, dim, dtype=torch.float16) if s is None else s.to(torch.float16) for s in states]
-        self.lengths = torch.tensor([s.shape[0] for s in self.states], dtype=torch.long)
+        self.present = torch.tensor([p is not None for p in pooled], dtype=torch.bool)
         self.pooled = (
             torch.stack([torch.zeros(dim) if p is None else p.float() for p in pooled])
             if pooled
             else (torch.zeros(0, dim))
         )
-        self.present = self.lengths > 0
+        self.states = None
+        if states is not None:
+            empty = torch.zeros(0, dim, dtype=torch.float16)
+            self.states = [empty if s is None else s.to(torch.float16) for s in states]
+        self.lengths = torch.tensor([s.shape[0] for s in self.states]) if self.states else self.present.long()
 
     def batch(self, index: torch.Tensor) -> ModalityBatch:
-        lengths = self.lengths[index]
-        states = pad_sequence([self.states[i] for i in index.tolist()], batch_first=True).float()
-        if states.shape[1] == 0:  # every row lacks this modality: keep one (masked) position
-            states = torch.zeros(len(index), 1, self.dim)
+        if self.states is None:
+            states = torch.zeros(len(index), 0, self.dim)
+        else:
+            states = pad_sequence([self.states[i] for i in index.tolist()], batch_first=True).float()
+            if states.shape[1] == 0:  # every row lacks this modality: keep one (masked) position
+                states = torch.zeros(len(index), 1, self.dim)
         return ModalityBatch(
             states=states,
-            mask=torch.arange(states.shape[1])[None, :] < lengths[:, None],
+            mask=torch.arange(states.shape[1])[None, :] < self.lengths[index][:, None],
             pooled=self.pooled[index],
             present=self.present[index],
         )
@@ -130,6 +144,10 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def has_states(self) -> bool:
+        return all(f.states is not None for f in self.modalities.values())
+
     def dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.modalities.items()}
 
@@ -144,6 +162,7 @@ def encode_modality(
     report: ProblemReport,
     batch_size: int = 32,
     progress: bool = True,
+    keep_states: bool = True,
 ) -> ModalityFeatures:
     """Encode one modality of ``samples`` (through the cache unless it is None); failures are reported and the
     sample keeps going with that modality marked missing."""
@@ -163,7 +182,7 @@ def encode_modality(
             except OSError as exc:
                 report.add(f"missing_{modality}", sample.id, f"cannot read {item}: {exc}")
                 continue
-            hit = cache.get(key, digest)
+            hit = cache.get(key, digest, states=keep_states)
             if isinstance(hit, ImageLoadError):
                 report.add(hit.kind, sample.id, str(hit.for_file(_describe(item))))
                 continue
@@ -186,10 +205,10 @@ def encode_modality(
             for (i, digest, _), s, p in zip(loaded, out_states, out_pooled, strict=True):
                 if cache is not None:
                     cache.put(key, digest, s, p)
-                states[i], pooled[i] = s.to(torch.float16), p
+                states[i], pooled[i] = (s.to(torch.float16) if keep_states else None), p.clone()
         bar.update(len(chunk))
     bar.close()
-    return ModalityFeatures(states, pooled, encoder.dim)
+    return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
 
 
 def build_features(
@@ -199,10 +218,12 @@ def build_features(
     report: ProblemReport,
     batch_size: int = 32,
     progress: bool = True,
+    keep_states: bool = True,
 ) -> FeatureTable:
-    """Features for every modality with a frozen encoder; ``None`` marks a modality encoded inside the model."""
+    """Features for every modality with a frozen encoder; ``None`` marks a modality encoded inside the model.
+    ``keep_states=False`` keeps pooled vectors only (enough for heads without attention; a fraction of the memory)."""
     modalities = {
-        m: encode_modality(samples, enc, cache, report, batch_size, progress)
+        m: encode_modality(samples, enc, cache, report, batch_size, progress, keep_states)
         for m, enc in encoders.items()
         if enc is not None
     }

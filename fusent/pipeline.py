@@ -17,6 +17,7 @@ from .data import DatasetBundle, Sample, load_dataset, stratified_split
 from .encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, Encoder, TextEncoder, create_image_encoder
 from .encoders.base import pick_device
 from .features import FeatureCache, FeatureTable, build_features
+from .fusion import head_uses_states
 from .model import FusentModel, ModelConfig
 from .training import TrainConfig, TrainResult, train_model
 
@@ -102,10 +103,12 @@ def prepare(
     batch_size: int = 32,
     limit: int | None = None,
     progress: bool = True,
+    keep_states: bool = True,
 ) -> Prepared:
     """Load ``data``, split its labelled samples (stratified, seeded), encode every split through the cache.
 
     ``limit`` keeps only the first N labelled and first N unlabelled samples (quick experiments and tests).
+    ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     """
     import time
 
@@ -120,7 +123,8 @@ def prepare(
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
     tables = [
-        build_features(part, encoders, cache, bundle.report, batch_size, progress) for part in (train, val, unlabelled)
+        build_features(part, encoders, cache, bundle.report, batch_size, progress, keep_states)
+        for part in (train, val, unlabelled)
     ]
     return Prepared(
         bundle=bundle,
@@ -146,6 +150,8 @@ def fit(
 ) -> tuple[FusentModel, TrainResult]:
     """Build ``head`` on the prepared features and train it with the one trainer."""
     train_config = train_config or TrainConfig()
+    if head_uses_states(head) and not prepared.train.has_states:
+        raise ValueError(f"head {head!r} attends over token/patch states: prepare the data with keep_states=True")
     torch.manual_seed(train_config.seed)  # head initialisation is part of what the seed fixes
     config = ModelConfig(
         labels=prepared.bundle.labels,

@@ -44,7 +44,14 @@ class Predictor:
     def features(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
     ) -> FeatureTable:
-        return build_features(samples, self.encoders, self.cache, report or ProblemReport(), progress=progress)
+        return build_features(
+            samples,
+            self.encoders,
+            self.cache,
+            report or ProblemReport(),
+            progress=progress,
+            keep_states=self.model.head.uses_states,
+        )
 
     def predict_proba_samples(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True

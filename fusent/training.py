@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from .features import FeatureTable, ModalityBatch
+from .losses import LossName, make_loss
 from .metrics import classification_metrics
 from .model import FusentModel
 
@@ -28,7 +28,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     patience: int = 8
     seed: int = 13
-    class_weights: ClassWeights = "sqrt"
+    class_weights: ClassWeights = "none"
+    loss: LossName = "ce"  # or "focal" (paper 002)
+    focal_gamma: float = 2.0
     modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
     text_lr: float = 3e-5  # for the fine-tuned text layers only
 
@@ -108,7 +110,7 @@ def train_model(
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     device = model.device
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
-    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma)
     gen = torch.Generator().manual_seed(config.seed)
 
     best_f1, best_epoch, best_state, best_metrics, history, stale = -1.0, 0, None, {}, [], 0

@@ -104,7 +104,7 @@ def test_heads_command():
 def test_train_writes_checkpoint_metrics_and_predictions(trained_run, tiny_mvsa: MvsaSpec):
     run, _, result = trained_run
     assert (run / "checkpoint" / "model.safetensors").is_file()
-    assert json.loads((run / "checkpoint" / "config.json").read_text())["head"] == "native_cat"
+    assert json.loads((run / "checkpoint" / "config.json").read_text())["head"] == "native_combine"  # the default head
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["validation"]["f1_macro"] <= 1.0
     assert metrics["validation"]["n"] == round(0.2 * len(tiny_mvsa.labels))

@@ -98,27 +98,27 @@ def test_load_mvsa_notes_fallback_decoded_texts(tiny_mvsa: MvsaSpec):
     assert "text_decoded_by_fallback=1" in report.summary()
 
 
-def test_load_mvsa_windows_line_endings_and_blank_lines(tmp_path: Path):
-    (tmp_path / "data").mkdir()
+def _two_pair_mvsa(root: Path, train: bytes, test: bytes) -> Path:
+    """Pairs 1 and 2 with the given raw train.txt / test_without_label.txt bytes."""
+    (root / "data").mkdir()
     for guid, text in (("1", b"good day"), ("2", b"bad day")):
-        (tmp_path / "data" / f"{guid}.txt").write_bytes(text)
-        (tmp_path / "data" / f"{guid}.jpg").write_bytes(jpeg_bytes((9, 9, 9)))
-    (tmp_path / "train.txt").write_bytes(b"guid,tag\r\n1,Positive\r\n\r\n")
-    (tmp_path / "test_without_label.txt").write_bytes(b"guid,tag\r\n2,null\r\n")
-    bundle = load_mvsa(tmp_path)
+        (root / "data" / f"{guid}.txt").write_bytes(text)
+        (root / "data" / f"{guid}.jpg").write_bytes(jpeg_bytes((9, 9, 9)))
+    (root / "train.txt").write_bytes(train)
+    (root / "test_without_label.txt").write_bytes(test)
+    return root
+
+
+def test_load_mvsa_windows_line_endings_and_blank_lines(tmp_path: Path):
+    bundle = load_mvsa(_two_pair_mvsa(tmp_path, b"guid,tag\r\n1,Positive\r\n\r\n", b"guid,tag\r\n2,null\r\n"))
     assert [(s.id, s.label) for s in bundle.labelled] == [("1", "positive")]  # tags are case-folded
     assert [s.id for s in bundle.unlabelled] == ["2"]
     assert not bundle.report.counts
 
 
 def test_load_mvsa_guid_files_with_bom(tmp_path: Path):
-    (tmp_path / "data").mkdir()
-    for guid, text in (("1", b"good day"), ("2", b"bad day")):
-        (tmp_path / "data" / f"{guid}.txt").write_bytes(text)
-        (tmp_path / "data" / f"{guid}.jpg").write_bytes(jpeg_bytes((9, 9, 9)))
-    (tmp_path / "train.txt").write_bytes(b"\xef\xbb\xbfguid,tag\n1,positive\n")
-    (tmp_path / "test_without_label.txt").write_bytes(b"\xef\xbb\xbfguid,tag\n2,null\n")
-    bundle = load_mvsa(tmp_path)
+    bom = b"\xef\xbb\xbf"
+    bundle = load_mvsa(_two_pair_mvsa(tmp_path, bom + b"guid,tag\n1,positive\n", bom + b"guid,tag\n2,null\n"))
     assert [s.id for s in bundle.labelled] == ["1"]
     assert [s.id for s in bundle.unlabelled] == ["2"]
     assert dict(bundle.report.counts) == {}

@@ -163,8 +163,12 @@ def test_native_combine_row_without_image_is_text_classifier_plus_bias():
     torch.testing.assert_close(head({**base, "image": noisy})[no_image], out[no_image], rtol=0, atol=0)
 
 
-def test_ote_ignores_padding_and_absent_rows():
-    head = build("ote")
+TOKEN_HEADS = ["ote", "cmac", "hstec"]  # heads that attend over token/patch states
+
+
+@pytest.mark.parametrize("name", TOKEN_HEADS)
+def test_token_heads_ignore_padding_and_absent_rows(name: str):
+    head = build(name)
     base = inputs(8)
     out = head(base)
     changed = {}
@@ -175,8 +179,9 @@ def test_ote_ignores_padding_and_absent_rows():
     torch.testing.assert_close(head(changed), out, rtol=1e-5, atol=1e-6)
 
 
-def test_ote_attends_over_the_whole_sequence():
-    head = build("ote")
+@pytest.mark.parametrize("name", TOKEN_HEADS)
+def test_token_heads_attend_over_the_whole_sequence(name: str):
+    head = build(name)
     base = inputs(9, [True] * B, [True] * B)
     text = base["text"]
     assert bool(text.mask[0].all())  # row 0 has every text position real
@@ -195,7 +200,7 @@ def test_ote_attends_over_the_whole_sequence():
 def test_ote_has_no_unused_pooled_path():
     names = [n for n, _ in build("ote").named_parameters()]
     assert not any(n.startswith(("norm.", "missing.")) for n in names)
-    assert any(n.startswith("missing_token.") for n in names)
+    assert any(n.startswith("tokens.missing_token.") for n in names)
 
 
 def test_unknown_head_lists_available():

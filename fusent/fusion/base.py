@@ -12,7 +12,7 @@ from ..data.records import MODALITIES
 from ..features import ModalityBatch
 
 Inputs = dict[str, ModalityBatch]
-_REGISTRY: dict[str, Callable[..., FusionHead]] = {}
+_REGISTRY: dict[str, tuple[type[FusionHead], dict[str, Any]]] = {}
 
 
 def register_head(name: str, **preset: Any) -> Callable[[type[FusionHead]], type[FusionHead]]:
@@ -21,7 +21,7 @@ def register_head(name: str, **preset: Any) -> Callable[[type[FusionHead]], type
     def wrap(cls: type[FusionHead]) -> type[FusionHead]:
         if name in _REGISTRY:
             raise ValueError(f"fusion head {name!r} registered twice")
-        _REGISTRY[name] = lambda *args, **kwargs: cls(*args, **{**preset, **kwargs})
+        _REGISTRY[name] = (cls, preset)
         return cls
 
     return wrap
@@ -31,11 +31,19 @@ def available_heads() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def head_uses_states(name: str) -> bool:
+    """Whether head ``name`` attends over token/patch states (else pooled vectors are all it reads)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown fusion head {name!r}; available: {', '.join(available_heads())}")
+    return _REGISTRY[name][0].uses_states
+
+
 def create_head(name: str, dims: dict[str, int], num_classes: int, **kwargs: Any) -> FusionHead:
     """Build a registered head for the given modality widths, e.g. ``{"text": 384, "image": 1280}``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown fusion head {name!r}; available: {', '.join(available_heads())}")
-    head = _REGISTRY[name](dims, num_classes, **kwargs)
+    cls, preset = _REGISTRY[name]
+    head = cls(dims, num_classes, **{**preset, **kwargs})
     head.registry_name = name
     return head
 
@@ -55,6 +63,7 @@ class FusionHead(nn.Module):
     """
 
     registry_name = ""
+    uses_states = False  # True for heads that attend over token/patch states
 
     def __init__(
         self,

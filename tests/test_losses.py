@@ -1,0 +1,47 @@
+"""Focal loss (paper 002) against cross-entropy and a hand-computed value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fusent.losses import FocalLoss, make_loss
+
+
+def test_focal_equals_cross_entropy_at_gamma_zero():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    weight = torch.tensor([0.5, 2.0, 1.0])
+    torch.testing.assert_close(FocalLoss(0.0)(logits, target), nn.CrossEntropyLoss()(logits, target))
+    torch.testing.assert_close(
+        FocalLoss(0.0, weight)(logits, target), nn.CrossEntropyLoss(weight=weight)(logits, target)
+    )
+
+
+def test_focal_hand_computed():
+    # logits [0, ln 3] -> p = [0.25, 0.75]; target 1: p_t = 0.75
+    # loss = -(1 - 0.75)^2 * ln(0.75) = 0.0625 * 0.287682... = 0.017980...
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    value = FocalLoss(2.0)(logits, torch.tensor([1]))
+    assert value.item() == pytest.approx(0.0625 * -math.log(0.75), rel=1e-6)
+
+
+def test_focal_down_weights_easy_examples():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.2, 0.0, 0.0]])
+    target = torch.tensor([0, 0])
+    ce = nn.functional.cross_entropy(logits, target, reduction="none")
+    fl = torch.stack([FocalLoss(2.0)(logits[i : i + 1], target[i : i + 1]) for i in range(2)])
+    ratio = fl / ce
+    assert ratio[0] < ratio[1] < 1.0  # the confident, correct row is down-weighted most
+
+
+def test_make_loss_choices():
+    assert isinstance(make_loss("ce"), nn.CrossEntropyLoss)
+    assert isinstance(make_loss("focal", gamma=3.0), FocalLoss)
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("hinge")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="gamma"):
+        FocalLoss(-1.0)
