@@ -159,6 +159,7 @@ def train(
             "encode_seconds": prepared.encode_seconds,
             "validation": result.val_metrics,
             "history": result.history,
+            "head_report": model.head.report(),
             "data_problems": dict(report.counts),
             "data_notes": dict(report.notes),
         },
@@ -174,6 +175,8 @@ def train(
             f"{result.seconds:.1f}s training, {prepared.encode_seconds:.1f}s encoding)",
         )
     )
+    if model.head.report():
+        typer.echo(f"learned: {json.dumps(model.head.report())}")
     typer.echo(report.summary())
     typer.echo(
         f"saved: {out / 'checkpoint'}, {out / 'metrics.json'}"

@@ -6,6 +6,7 @@ what changed. Failures (a corrupt image) are cached too, so the second run repor
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -84,6 +85,23 @@ class FeatureCache:
 
 
 _LOADERS: dict[str, Callable[[Any], Any]] = {"text": lambda t: t, "image": load_image}
+
+
+def _load_libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows, musl): nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last encoder batch back to the OS. Batches of varying shapes otherwise fragment
+    glibc's heap until peak RSS is several times the live data (seen: 2.9 GB encoding MVSA with Lite2)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def _describe(item: Any) -> str:
@@ -207,6 +225,7 @@ def encode_modality(
                     cache.put(key, digest, s, p)
                 states[i], pooled[i] = (s.to(torch.float16) if keep_states else None), p.clone()
         bar.update(len(chunk))
+        release_freed_memory()
     bar.close()
     return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
 

@@ -62,12 +62,25 @@ class FusentModel(nn.Module):
         states, pooled = enc(tokens["input_ids"], tokens["attention_mask"])
         return ModalityBatch(states=states, mask=tokens["attention_mask"].bool(), pooled=pooled, present=present)
 
+    def _inputs(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None) -> dict[str, ModalityBatch]:
+        if self.text_encoder is None:
+            return inputs
+        if texts is None:
+            raise ValueError("this model fine-tunes its text encoder: pass the raw texts")
+        return {**inputs, "text": self.encode_text(texts)}
+
     def forward(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None = None) -> torch.Tensor:
-        if self.text_encoder is not None:
-            if texts is None:
-                raise ValueError("this model fine-tunes its text encoder: pass the raw texts")
-            inputs = {**inputs, "text": self.encode_text(texts)}
-        return self.head(inputs)
+        return self.head(self._inputs(inputs, texts))
+
+    def loss(
+        self,
+        inputs: dict[str, ModalityBatch],
+        texts: list[str | None] | None,
+        target: torch.Tensor,
+        loss_fn: nn.Module,
+    ) -> torch.Tensor:
+        """The training loss, as the head defines it (by default ``loss_fn(logits, target)``)."""
+        return self.head.training_loss(self._inputs(inputs, texts), target, loss_fn)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -123,7 +123,7 @@ def train_model(
         for start in range(0, len(train), config.batch_size):
             index = order[start : start + config.batch_size]
             inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
-            loss = loss_fn(model(inputs, _texts(train, index)), y_train[index].to(device))  # CE on logits
+            loss = model.loss(inputs, _texts(train, index), y_train[index].to(device), loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

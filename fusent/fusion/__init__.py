@@ -1,6 +1,19 @@
 """Fusion heads, one file per method, all registered by name behind ``create_head``."""
 
-from . import cmac, hstec, native_cat, native_combine, ote, unimodal  # noqa: F401  (registers the heads)
+from . import (  # noqa: F401  (importing a module registers its heads)
+    basic,
+    cmac,
+    dual_attention,
+    gated,
+    hstec,
+    late,
+    native_cat,
+    native_combine,
+    ote,
+    self_attention,
+    unimodal,
+    weighted,
+)
 from .base import FusionHead, Inputs, available_heads, classifier, create_head, head_uses_states, register_head
 
 __all__ = [

@@ -91,3 +91,11 @@ class FusionHead(nn.Module):
 
     def forward(self, inputs: Inputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def training_loss(self, inputs: Inputs, target: torch.Tensor, loss_fn: nn.Module) -> torch.Tensor:
+        """The loss the trainer minimises; a head whose parts train separately (late fusion) overrides it."""
+        return loss_fn(self(inputs), target)
+
+    def report(self) -> dict[str, Any]:
+        """Learned quantities worth printing after training (e.g. modality weights); empty by default."""
+        return {}

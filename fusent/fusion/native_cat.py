@@ -8,8 +8,12 @@ from .base import FusionHead, Inputs, classifier, register_head
 
 
 @register_head("native_cat")
+@register_head("early")
 class NativeCat(FusionHead):
-    """``p = classifier([F_T; F_I])``. Each F is layer-normalised first so 384-d text and 1280-d image scales match."""
+    """``p = classifier([F_T; F_I])``. Each F is layer-normalised first so 384-d text and 1280-d image scales match.
+
+    Also registered as ``early``: paper 003's early fusion (§2.2.4, feature-level concatenation) is this model.
+    """
 
     def __init__(self, dims: dict[str, int], num_classes: int, **kwargs):
         super().__init__(dims, num_classes, **kwargs)
