@@ -1,4 +1,4 @@
-"""``fusent`` command line: train, evaluate, predict. Logs and progress bars go to stderr, results to stdout."""
+"""``fusent`` command line: train, compare, evaluate, predict. Logs and progress go to stderr, results to stdout."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .pipeline import EncoderSettings
+from .training import TrainConfig
 
 app = typer.Typer(
     help="fusent: multimodal (text + image) sentiment analysis. Train a fusion head on frozen pretrained "
@@ -63,63 +66,83 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
+# Options shared by `train` and `compare`; defaults come from the dataclasses that own them.
+HeadArgOpt = Annotated[
+    list[str] | None, typer.Option(help="Extra head argument key=value, e.g. d_model=128 (repeatable).")
+]
+TextModelOpt = Annotated[
+    str, typer.Option(help="HF id or folder; the default MiniLM resolves offline to its PyPI package.")
+]
+TextPoolingOpt = Annotated[str, typer.Option(help="cls | mean | last4 (mean of last four layers, paper 003).")]
+ImageModelOpt = Annotated[
+    str, typer.Option(help="efficientnet-lite2 | efficientnet-lite0 (packaged) | HF id or folder | none.")
+]
+FinetuneOpt = Annotated[int, typer.Option(help="Fine-tune the last k text layers (0 = frozen and cached).")]
+ClassWeightsOpt = Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")]
+LossOpt = Annotated[str, typer.Option(help="ce (cross-entropy) | focal (paper 002).")]
+LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N labelled and N unlabelled samples.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")]
+DropoutOpt = Annotated[float | None, typer.Option(help="Dropout inside the head (default: the head's own).")]
+HiddenOpt = Annotated[int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")]
+PatienceOpt = Annotated[int, typer.Option(help="Early-stop after this many epochs without better val macro-F1.")]
+ModalityDropoutOpt = Annotated[float, typer.Option(help="Probability of hiding one modality of a training sample.")]
+_TC, _ES = TrainConfig(), EncoderSettings()
+
+
+def _configs(**o: Any) -> tuple[EncoderSettings, TrainConfig, dict[str, Any]]:
+    """Encoder settings, training config and head kwargs from the shared options."""
+    settings = EncoderSettings(
+        o["text_model"], o["text_pooling"], o["max_length"], o["finetune_text_layers"], o["image_model"], o["device"]
+    )
+    fields = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in o.items() if k in fields})
+    head_kwargs = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}
+    head_kwargs.update(_parse_head_args(o["head_arg"] or []))
+    return settings, config, head_kwargs
+
+
 @app.command()
 def train(
     data: DataOpt,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<data>-<head>).")] = None,
     head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_combine",
-    text_model: Annotated[
-        str, typer.Option(help="HF id or folder; the default MiniLM resolves offline to its PyPI package.")
-    ] = "sentence-transformers/all-MiniLM-L6-v2",
-    text_pooling: Annotated[str, typer.Option(help="cls | mean | last4 (mean of last four layers).")] = "mean",
-    max_length: Annotated[int, typer.Option(help="Max text tokens.")] = 128,
-    image_model: Annotated[
-        str, typer.Option(help="efficientnet-lite0 | efficientnet-lite2 (packaged) | HF id or folder | none.")
-    ] = "efficientnet-lite2",
-    finetune_text_layers: Annotated[
-        int, typer.Option(help="Fine-tune the last k text layers (0 = frozen and cached).")
-    ] = 0,
-    text_lr: Annotated[float, typer.Option(help="Learning rate of fine-tuned text layers.")] = 3e-5,
+    text_model: TextModelOpt = _ES.text_model,
+    text_pooling: TextPoolingOpt = _ES.text_pooling,
+    max_length: Annotated[int, typer.Option(help="Max text tokens.")] = _ES.max_length,
+    image_model: ImageModelOpt = _ES.image_model,
+    finetune_text_layers: FinetuneOpt = _ES.finetune_text_layers,
+    text_lr: Annotated[float, typer.Option(help="Learning rate of fine-tuned text layers.")] = _TC.text_lr,
     val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.2,
     split_seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 13,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 13,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 40,
-    batch_size: int = 64,
-    lr: float = 2e-4,
-    weight_decay: float = 0.01,
-    dropout: Annotated[float | None, typer.Option(help="Dropout inside the head (default: the head's own).")] = None,
-    hidden: Annotated[
-        int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")
-    ] = None,
-    patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without better val macro-F1.")] = 8,
-    class_weights: Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")] = "none",
-    loss: Annotated[str, typer.Option(help="ce (cross-entropy) | focal (paper 002).")] = "ce",
-    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma (0 = cross-entropy).")] = 2.0,
-    modality_dropout: Annotated[
-        float, typer.Option(help="Probability of hiding one modality of a training sample.")
-    ] = 0.1,
-    head_arg: Annotated[
-        list[str] | None, typer.Option(help="Extra head argument key=value, e.g. d_model=128 (repeatable).")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N labelled and N unlabelled samples.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = _TC.seed,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = _TC.epochs,
+    batch_size: int = _TC.batch_size,
+    lr: float = _TC.lr,
+    weight_decay: float = _TC.weight_decay,
+    dropout: DropoutOpt = None,
+    hidden: HiddenOpt = None,
+    patience: PatienceOpt = _TC.patience,
+    class_weights: ClassWeightsOpt = _TC.class_weights,
+    loss: LossOpt = _TC.loss,
+    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma (0 = cross-entropy).")] = _TC.focal_gamma,
+    modality_dropout: ModalityDropoutOpt = _TC.modality_dropout,
+    head_arg: HeadArgOpt = None,
+    limit: LimitOpt = None,
     cache_dir: CacheOpt = None,
-    device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")] = None,
+    device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a fusion head: split the labelled data (stratified), encode through the feature cache, train with
     early stopping on validation macro-F1, print validation metrics, save the checkpoint and predictions."""
     _setup(quiet)
-    from .fusion import available_heads, head_uses_states
+    from .fusion import head_uses_states
     from .metrics import format_metrics
-    from .pipeline import EncoderSettings, fit, prepare, write_predictions
-    from .training import TrainConfig, predict_logits
+    from .pipeline import fit, prepare, write_predictions
+    from .training import predict_logits
 
-    if head not in available_heads():
-        raise typer.BadParameter(
-            f"unknown head {head!r}; available: {', '.join(available_heads())}", param_hint="--head"
-        )
+    _check_heads([head])
+    settings, config, head_kwargs = _configs(**locals())
     out = out or Path("runs") / f"{data.stem}-{head}"
-    settings = EncoderSettings(text_model, text_pooling, max_length, finetune_text_layers, image_model, device)
     prepared = prepare(
         data,
         settings,
@@ -132,21 +155,6 @@ def train(
     )
     if limit:
         prepared.split["limit"] = limit
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        patience=patience,
-        seed=seed,
-        class_weights=class_weights,
-        modality_dropout=modality_dropout,
-        loss=loss,  # type: ignore[arg-type]
-        focal_gamma=focal_gamma,
-        text_lr=text_lr,  # type: ignore[arg-type]
-    )
-    head_kwargs = {k: v for k, v in {"hidden": hidden, "dropout": dropout}.items() if v is not None}
-    head_kwargs.update(_parse_head_args(head_arg or []))
     model, result = fit(prepared, head, config, head_kwargs, progress=not quiet)
     model.save_pretrained(out / "checkpoint")
     report = prepared.bundle.report
@@ -182,6 +190,89 @@ def train(
         f"saved: {out / 'checkpoint'}, {out / 'metrics.json'}"
         + (f", {len(prepared.unlabelled)} predictions in {out / 'predictions.txt'}" if len(prepared.unlabelled) else "")
     )
+
+
+def _check_heads(heads: list[str]) -> None:
+    from .fusion import available_heads
+
+    unknown = [h for h in heads if h not in available_heads()]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown head(s) {', '.join(unknown)}; available: {', '.join(available_heads())}", param_hint="--head"
+        )
+
+
+@app.command()
+def compare(
+    data: DataOpt,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default runs/<data>-compare).")] = None,
+    heads: Annotated[
+        str, typer.Option(help="Comma-separated heads, or 'all' (every registered head, aliases left out).")
+    ] = "all",
+    seeds: Annotated[int, typer.Option(help="Seeds per head (initialisation and batch order; one split).")] = 5,
+    text_model: TextModelOpt = _ES.text_model,
+    text_pooling: TextPoolingOpt = _ES.text_pooling,
+    max_length: Annotated[int, typer.Option(help="Max text tokens.")] = _ES.max_length,
+    image_model: ImageModelOpt = _ES.image_model,
+    finetune_text_layers: FinetuneOpt = _ES.finetune_text_layers,
+    text_lr: Annotated[float, typer.Option(help="Learning rate of fine-tuned text layers.")] = _TC.text_lr,
+    val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.2,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 13,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = _TC.epochs,
+    batch_size: int = _TC.batch_size,
+    lr: float = _TC.lr,
+    weight_decay: float = _TC.weight_decay,
+    dropout: DropoutOpt = None,
+    hidden: HiddenOpt = None,
+    patience: PatienceOpt = _TC.patience,
+    class_weights: ClassWeightsOpt = _TC.class_weights,
+    loss: LossOpt = _TC.loss,
+    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma (0 = cross-entropy).")] = _TC.focal_gamma,
+    modality_dropout: ModalityDropoutOpt = _TC.modality_dropout,
+    head_arg: HeadArgOpt = None,
+    limit: LimitOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every head (or --heads) with several seeds on the same split and cached features; write a Markdown and
+    CSV table (mean ± std, per-class F1, train time, paired t-test and McNemar against the best head, one-way
+    ANOVA) and plots (bars with error bars, confusion matrix and per-class F1 per epoch of the best head)."""
+    _setup(quiet)
+    from .compare import run_compare, summarise, write_report
+    from .fusion import available_heads, head_uses_states
+    from .pipeline import prepare
+
+    names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
+    _check_heads(names)
+    settings, config, head_kwargs = _configs(**locals())
+    out = out or Path("runs") / f"{data.stem}-compare"
+
+    def features(keep_states: bool):
+        return prepare(
+            data,
+            settings,
+            val_fraction,
+            split_seed,
+            cache_dir,
+            limit=limit,
+            progress=not quiet,
+            keep_states=keep_states,
+        )
+
+    pooled = features(False)
+    with_states = features(True) if any(head_uses_states(h) for h in names) else None
+    typer.echo(
+        f"comparing {len(names)} heads x {seeds} seeds on {len(pooled.train)} train / {len(pooled.val)} "
+        f"validation samples",
+        err=True,
+    )
+    runs = run_compare(pooled, with_states, names, list(range(seeds)), config, head_kwargs, progress=not quiet)
+    summary = summarise(runs, pooled.bundle.labels, pooled.y_val.tolist())
+    paths = write_report(summary, runs, out)
+    typer.echo(paths[0].read_text())
+    typer.echo(pooled.bundle.report.summary())
+    typer.echo("wrote: " + ", ".join(str(p) for p in paths))
 
 
 def _load_bundle_samples(data: Path, split: str, model_config: Any) -> tuple[list[Any], list[str], Any]:

@@ -13,22 +13,29 @@ from ..features import ModalityBatch
 
 Inputs = dict[str, ModalityBatch]
 _REGISTRY: dict[str, tuple[type[FusionHead], dict[str, Any]]] = {}
+_ALIASES: set[str] = set()
 
 
-def register_head(name: str, **preset: Any) -> Callable[[type[FusionHead]], type[FusionHead]]:
-    """Class decorator: ``@register_head("ote")``. ``preset`` kwargs let one class serve several names."""
+def register_head(
+    name: str, aliases: Sequence[str] = (), **preset: Any
+) -> Callable[[type[FusionHead]], type[FusionHead]]:
+    """Class decorator: ``@register_head("ote")``. ``preset`` kwargs let one class serve several names;
+    ``aliases`` are other names for exactly the same head (left out of ``available_heads(aliases=False)``)."""
 
     def wrap(cls: type[FusionHead]) -> type[FusionHead]:
-        if name in _REGISTRY:
-            raise ValueError(f"fusion head {name!r} registered twice")
-        _REGISTRY[name] = (cls, preset)
+        for key in (name, *aliases):
+            if key in _REGISTRY:
+                raise ValueError(f"fusion head {key!r} registered twice")
+            _REGISTRY[key] = (cls, preset)
+            if key != name:
+                _ALIASES.add(key)
         return cls
 
     return wrap
 
 
-def available_heads() -> list[str]:
-    return sorted(_REGISTRY)
+def available_heads(aliases: bool = True) -> list[str]:
+    return sorted(name for name in _REGISTRY if aliases or name not in _ALIASES)
 
 
 def head_uses_states(name: str) -> bool:

@@ -7,8 +7,7 @@ import torch
 from .base import FusionHead, Inputs, classifier, register_head
 
 
-@register_head("native_cat")
-@register_head("early")
+@register_head("native_cat", aliases=["early"])
 class NativeCat(FusionHead):
     """``p = classifier([F_T; F_I])``. Each F is layer-normalised first so 384-d text and 1280-d image scales match.
 

@@ -1,0 +1,89 @@
+"""Significance tests against hand/scipy values, and `fusent compare` end to end on the tiny fixture."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from fusent.cli import app
+from fusent.compare import run_compare, summarise, write_report
+from fusent.stats import mcnemar_exact, one_way_anova, paired_t_test
+from fusent.training import TrainConfig
+
+
+def test_paired_t_test_matches_the_formula():
+    a, b = [0.61, 0.64, 0.60, 0.66, 0.63], [0.58, 0.60, 0.59, 0.61, 0.62]
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 4)
+    t_hand = mean / (sd / math.sqrt(5))
+    t, p = paired_t_test(a, b)
+    assert t == pytest.approx(t_hand, rel=1e-9)
+    assert p == pytest.approx(2 * stats.t.sf(abs(t_hand), df=4), rel=1e-9)
+    assert all(math.isnan(x) for x in paired_t_test([0.5], [0.4]))  # one pair: undefined
+    assert all(math.isnan(x) for x in paired_t_test([0.5, 0.6], [0.4, 0.5]))  # constant difference
+
+
+def test_mcnemar_exact_hand_computed():
+    y = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    a = [0, 0, 0, 1, 1, 1, 1, 0, 2, 2]  # A wrong on 3 and 7
+    b = [1, 1, 0, 0, 1, 0, 1, 1, 2, 0]  # B wrong on 0, 1, 5, 9
+    # only A right: 0, 1, 5, 9 (b=4); only B right: 3, 7 (c=2); p = 2 * P(X <= 2 | n=6, 1/2) = 2 * 22/64
+    result = mcnemar_exact(y, a, b)
+    assert (result["only_a_correct"], result["only_b_correct"]) == (4, 2)
+    assert result["p"] == pytest.approx(2 * 22 / 64)
+    assert mcnemar_exact(y, a, a)["p"] == 1.0
+
+
+def test_one_way_anova_matches_scipy_and_hand():
+    groups = [[0.60, 0.62, 0.61], [0.70, 0.72, 0.71], [0.65, 0.66, 0.64]]
+    f, p = one_way_anova(groups)
+    # between SS = 3 * sum((m_i - 0.6567)^2) over means 0.61, 0.71, 0.65; within SS = 3 groups * 0.0002
+    grand = sum(map(sum, groups)) / 9
+    between = sum(3 * (sum(g) / 3 - grand) ** 2 for g in groups) / 2
+    within = sum((x - sum(g) / 3) ** 2 for g in groups for x in g) / 6
+    assert f == pytest.approx(between / within, rel=1e-9)
+    assert p == pytest.approx(stats.f_oneway(*groups).pvalue, rel=1e-9)
+    assert all(math.isnan(x) for x in one_way_anova([[0.5, 0.5], [0.5, 0.5]]))
+
+
+def test_compare_end_to_end_on_tiny_features(prepared_tiny, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=8)
+    heads = ["native_cat", "weighted", "late", "ote"]
+    runs = run_compare(prepared_tiny, prepared_tiny, heads, [0, 1], config, progress=False)
+    assert len(runs) == 8 and {r.head for r in runs} == set(heads)
+    summary = summarise(runs, prepared_tiny.bundle.labels, prepared_tiny.y_val.tolist())
+    assert summary["best"] in heads
+    best_row = next(r for r in summary["rows"] if r["head"] == summary["best"])
+    assert best_row["f1_macro"] == max(r["f1_macro"] for r in summary["rows"])
+    assert math.isnan(best_row["p_t_vs_best"])
+    weighted = next(r for r in summary["rows"] if r["head"] == "weighted")
+    assert sum(weighted["learned"]["modality_weights"].values()) == pytest.approx(1.0)
+    paths = write_report(summary, runs, tmp_path / "report")
+    names = {p.name for p in paths}
+    assert {"compare.md", "compare.csv", "compare.json", "bars.png", "confusion_best.png"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+    with (tmp_path / "report" / "compare.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["head"] for r in rows} == set(heads)
+    assert "ANOVA" in (tmp_path / "report" / "compare.md").read_text()
+
+
+def test_compare_cli(tiny_mvsa, tiny_models, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare", "--data", str(tiny_mvsa.root), "--heads", "native_combine,cmac", "--seeds", "2",
+            "--epochs", "2", "--text-model", str(tiny_models.bert), "--image-model", str(tiny_models.vit),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "cmp"), "-q",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best head by validation macro-F1" in result.output
+    assert (tmp_path / "cmp" / "per_class_f1_best.png").stat().st_size > 0
+    bad = CliRunner().invoke(app, ["compare", "--data", str(tiny_mvsa.root), "--heads", "nope"])
+    assert bad.exit_code != 0 and "nope" in bad.output
