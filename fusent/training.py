@@ -102,8 +102,11 @@ def train_model(
     set_seed(config.seed)
     labels = model.config.labels
     start_time = time.perf_counter()
-    head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("text_encoder.")]
+    scaled = model.head.lr_scale
+    head_params = [p for n, p in model.head.named_parameters() if p.requires_grad and n not in scaled]
     groups: list[dict[str, Any]] = [{"params": head_params, "lr": config.lr}]
+    params = dict(model.head.named_parameters())
+    groups += [{"params": [params[n]], "lr": config.lr * k, "weight_decay": 0.0} for n, k in scaled.items()]
     if model.text_encoder is not None:
         text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
         groups.append({"params": text_params, "lr": config.text_lr})

@@ -71,6 +71,8 @@ class FusionHead(nn.Module):
 
     registry_name = ""
     uses_states = False  # True for heads that attend over token/patch states
+    #: parameter name -> learning-rate multiplier; such parameters also get no weight decay (e.g. mixing weights)
+    lr_scale: dict[str, float] = {}
 
     def __init__(
         self,
