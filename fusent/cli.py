@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,31 +69,71 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-# Options shared by `train` and `compare`; defaults come from the dataclasses that own them.
-HeadArgOpt = Annotated[
-    list[str] | None, typer.Option(help="Extra head argument key=value, e.g. d_model=128 (repeatable).")
-]
-TextModelOpt = Annotated[
-    str, typer.Option(help="HF id or folder; the default MiniLM resolves offline to its PyPI package.")
-]
-TextPoolingOpt = Annotated[str, typer.Option(help="cls | mean | last4 (mean of last four layers, paper 003).")]
-ImageModelOpt = Annotated[
-    str, typer.Option(help="efficientnet-lite2 | efficientnet-lite0 (packaged) | HF id or folder | none.")
-]
-FinetuneOpt = Annotated[int, typer.Option(help="Fine-tune the last k text layers (0 = frozen and cached).")]
-ClassWeightsOpt = Annotated[str, typer.Option(help="none | balanced | sqrt (square root of balanced).")]
-LossOpt = Annotated[str, typer.Option(help="ce (cross-entropy) | focal (paper 002).")]
-LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N labelled and N unlabelled samples.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")]
-DropoutOpt = Annotated[float | None, typer.Option(help="Dropout inside the head (default: the head's own).")]
-HiddenOpt = Annotated[int | None, typer.Option(help="Hidden width of the head's classifier (default: the head's own).")]
-PatienceOpt = Annotated[int, typer.Option(help="Early-stop after this many epochs without better val macro-F1.")]
-ModalityDropoutOpt = Annotated[float, typer.Option(help="Probability of hiding one modality of a training sample.")]
+# Options shared by `train` and `compare`, declared once; defaults come from the dataclasses that own them.
 _TC, _ES = TrainConfig(), EncoderSettings()
 
 
-def _configs(**o: Any) -> tuple[EncoderSettings, TrainConfig, dict[str, Any]]:
-    """Encoder settings, training config and head kwargs from the shared options."""
+def _opt(name: str, kind: Any, default: Any, help: str) -> inspect.Parameter:
+    annotation = Annotated[kind, typer.Option(help=help)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+_SHARED_OPTIONS = [
+    _opt(
+        "text_model", str, _ES.text_model, "HF id or folder; the default MiniLM resolves offline to its PyPI package."
+    ),
+    _opt("text_pooling", str, _ES.text_pooling, "cls | mean | last4 (mean of last four layers, paper 003)."),
+    _opt("max_length", int, _ES.max_length, "Max text tokens."),
+    _opt(
+        "image_model",
+        str,
+        _ES.image_model,
+        "efficientnet-lite2 | efficientnet-lite0 (packaged) | HF id or folder | none.",
+    ),
+    _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
+    _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
+    _opt("val_fraction", float, 0.2, "Stratified validation fraction."),
+    _opt("split_seed", int, 13, "Seed of the train/validation split."),
+    _opt("epochs", int, _TC.epochs, "Maximum epochs."),
+    _opt("batch_size", int, _TC.batch_size, "Batch size."),
+    _opt("lr", float, _TC.lr, "Learning rate of the head (AdamW)."),
+    _opt("weight_decay", float, _TC.weight_decay, "AdamW weight decay."),
+    _opt("dropout", float | None, None, "Dropout inside the head (default: the head's own)."),
+    _opt("hidden", int | None, None, "Hidden width of the head's classifier (default: the head's own)."),
+    _opt("patience", int, _TC.patience, "Early-stop after this many epochs without better val macro-F1."),
+    _opt("class_weights", str, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
+    _opt("loss", str, _TC.loss, "ce (cross-entropy) | focal (paper 002)."),
+    _opt("focal_gamma", float, _TC.focal_gamma, "Focal loss gamma (0 = cross-entropy)."),
+    _opt("modality_dropout", float, _TC.modality_dropout, "Probability of hiding one modality of a training sample."),
+    _opt("head_arg", list[str] | None, None, "Extra head argument key=value, e.g. d_model=128 (repeatable)."),
+    _opt("limit", int | None, None, "Use only the first N labelled and N unlabelled samples."),
+    _opt("cache_dir", Path | None, None, "Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent)."),
+    _opt("device", str | None, None, "cpu / cuda (default: cuda if available)."),
+]
+
+
+def with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the encoder and training options above; it receives them collected in ``options``."""
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "options"
+    ]
+    params = own + _SHARED_OPTIONS
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = {p.name: kwargs.pop(p.name) for p in _SHARED_OPTIONS}
+        command(options=options, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, TrainConfig, dict[str, Any]]:
+    """Encoder settings, training config and head kwargs from the shared options (plus e.g. ``seed``)."""
+    o = {**options, **extra}
     settings = EncoderSettings(
         o["text_model"], o["text_pooling"], o["max_length"], o["finetune_text_layers"], o["image_model"], o["device"]
     )
@@ -101,35 +144,33 @@ def _configs(**o: Any) -> tuple[EncoderSettings, TrainConfig, dict[str, Any]]:
     return settings, config, head_kwargs
 
 
+def _prepare(data: Path, options: dict[str, Any], settings: EncoderSettings, quiet: bool, keep_states: bool):
+    from .pipeline import prepare
+
+    o = options
+    prepared = prepare(
+        data,
+        settings,
+        o["val_fraction"],
+        o["split_seed"],
+        o["cache_dir"],
+        limit=o["limit"],
+        progress=not quiet,
+        keep_states=keep_states,
+    )
+    if o["limit"]:
+        prepared.split["limit"] = o["limit"]
+    return prepared
+
+
 @app.command()
+@with_shared_options
 def train(
     data: DataOpt,
+    options: dict[str, Any],
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<data>-<head>).")] = None,
     head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_combine",
-    text_model: TextModelOpt = _ES.text_model,
-    text_pooling: TextPoolingOpt = _ES.text_pooling,
-    max_length: Annotated[int, typer.Option(help="Max text tokens.")] = _ES.max_length,
-    image_model: ImageModelOpt = _ES.image_model,
-    finetune_text_layers: FinetuneOpt = _ES.finetune_text_layers,
-    text_lr: Annotated[float, typer.Option(help="Learning rate of fine-tuned text layers.")] = _TC.text_lr,
-    val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 13,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = _TC.seed,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = _TC.epochs,
-    batch_size: int = _TC.batch_size,
-    lr: float = _TC.lr,
-    weight_decay: float = _TC.weight_decay,
-    dropout: DropoutOpt = None,
-    hidden: HiddenOpt = None,
-    patience: PatienceOpt = _TC.patience,
-    class_weights: ClassWeightsOpt = _TC.class_weights,
-    loss: LossOpt = _TC.loss,
-    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma (0 = cross-entropy).")] = _TC.focal_gamma,
-    modality_dropout: ModalityDropoutOpt = _TC.modality_dropout,
-    head_arg: HeadArgOpt = None,
-    limit: LimitOpt = None,
-    cache_dir: CacheOpt = None,
-    device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a fusion head: split the labelled data (stratified), encode through the feature cache, train with
@@ -137,24 +178,13 @@ def train(
     _setup(quiet)
     from .fusion import head_uses_states
     from .metrics import format_metrics
-    from .pipeline import fit, prepare, write_predictions
+    from .pipeline import fit, write_predictions
     from .training import predict_logits
 
     _check_heads([head])
-    settings, config, head_kwargs = _configs(**locals())
+    settings, config, head_kwargs = _configs(options, seed=seed)
     out = out or Path("runs") / f"{data.stem}-{head}"
-    prepared = prepare(
-        data,
-        settings,
-        val_fraction,
-        split_seed,
-        cache_dir,
-        limit=limit,
-        progress=not quiet,
-        keep_states=head_uses_states(head),
-    )
-    if limit:
-        prepared.split["limit"] = limit
+    prepared = _prepare(data, options, settings, quiet, keep_states=head_uses_states(head))
     model, result = fit(prepared, head, config, head_kwargs, progress=not quiet)
     model.save_pretrained(out / "checkpoint")
     report = prepared.bundle.report
@@ -203,36 +233,15 @@ def _check_heads(heads: list[str]) -> None:
 
 
 @app.command()
+@with_shared_options
 def compare(
     data: DataOpt,
+    options: dict[str, Any],
     out: Annotated[Path | None, typer.Option(help="Report folder (default runs/<data>-compare).")] = None,
     heads: Annotated[
         str, typer.Option(help="Comma-separated heads, or 'all' (every registered head, aliases left out).")
     ] = "all",
     seeds: Annotated[int, typer.Option(help="Seeds per head (initialisation and batch order; one split).")] = 5,
-    text_model: TextModelOpt = _ES.text_model,
-    text_pooling: TextPoolingOpt = _ES.text_pooling,
-    max_length: Annotated[int, typer.Option(help="Max text tokens.")] = _ES.max_length,
-    image_model: ImageModelOpt = _ES.image_model,
-    finetune_text_layers: FinetuneOpt = _ES.finetune_text_layers,
-    text_lr: Annotated[float, typer.Option(help="Learning rate of fine-tuned text layers.")] = _TC.text_lr,
-    val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 13,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = _TC.epochs,
-    batch_size: int = _TC.batch_size,
-    lr: float = _TC.lr,
-    weight_decay: float = _TC.weight_decay,
-    dropout: DropoutOpt = None,
-    hidden: HiddenOpt = None,
-    patience: PatienceOpt = _TC.patience,
-    class_weights: ClassWeightsOpt = _TC.class_weights,
-    loss: LossOpt = _TC.loss,
-    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma (0 = cross-entropy).")] = _TC.focal_gamma,
-    modality_dropout: ModalityDropoutOpt = _TC.modality_dropout,
-    head_arg: HeadArgOpt = None,
-    limit: LimitOpt = None,
-    cache_dir: CacheOpt = None,
-    device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every head (or --heads) with several seeds on the same split and cached features; write a Markdown and
@@ -241,27 +250,14 @@ def compare(
     _setup(quiet)
     from .compare import run_compare, summarise, write_report
     from .fusion import available_heads, head_uses_states
-    from .pipeline import prepare
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     _check_heads(names)
-    settings, config, head_kwargs = _configs(**locals())
+    settings, config, head_kwargs = _configs(options)
     out = out or Path("runs") / f"{data.stem}-compare"
-
-    def features(keep_states: bool):
-        return prepare(
-            data,
-            settings,
-            val_fraction,
-            split_seed,
-            cache_dir,
-            limit=limit,
-            progress=not quiet,
-            keep_states=keep_states,
-        )
-
-    pooled = features(False)
-    with_states = features(True) if any(head_uses_states(h) for h in names) else None
+    pooled = _prepare(data, options, settings, quiet, keep_states=False)
+    needs_states = any(head_uses_states(h) for h in names)
+    with_states = _prepare(data, options, settings, quiet, keep_states=True) if needs_states else None
     typer.echo(
         f"comparing {len(names)} heads x {seeds} seeds on {len(pooled.train)} train / {len(pooled.val)} "
         f"validation samples",

@@ -176,3 +176,19 @@ def test_missing_data_option_exits_nonzero():
     result = invoke("train", "--epochs", "2")
     assert result.exit_code != 0
     assert "--data" in result.output
+
+
+def test_train_head_args_and_shared_options_reach_the_model(tiny_mvsa: MvsaSpec, tiny_models: TinyModels, tmp_path):
+    run = tmp_path / "ote"
+    result = invoke(
+        "train", "--data", tiny_mvsa.root, "--out", run, "--head", "ote", "--head-arg", "d_model=16",
+        "--head-arg", "layers=2", "--dropout", "0.1", "--epochs", "1", "--loss", "focal", "--focal-gamma", "3",
+        "--class-weights", "balanced", *model_args(tiny_models, tmp_path / "cache"), "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "checkpoint" / "config.json").read_text())
+    assert config["head_kwargs"] == {"d_model": 16, "layers": 2, "dropout": 0.1}
+    assert config["training"]["loss"] == "focal" and config["training"]["focal_gamma"] == 3.0
+    assert config["training"]["class_weights"] == "balanced" and config["training"]["epochs"] == 1
+    compare_help = invoke("compare", "--help").output
+    assert "--head-arg" in compare_help and "--seeds" in compare_help and "--text-model" in compare_help
