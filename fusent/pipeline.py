@@ -6,6 +6,7 @@ import copy
 import csv
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,8 +111,6 @@ def prepare(
     ``limit`` keeps only the first N labelled and first N unlabelled samples (quick experiments and tests).
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     """
-    import time
-
     settings = settings or EncoderSettings()
     bundle = load_dataset(data)
     labelled = bundle.labelled[:limit] if limit else bundle.labelled

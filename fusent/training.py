@@ -102,11 +102,11 @@ def train_model(
     set_seed(config.seed)
     labels = model.config.labels
     start_time = time.perf_counter()
-    scaled = model.head.lr_scale
-    head_params = [p for n, p in model.head.named_parameters() if p.requires_grad and n not in scaled]
-    groups: list[dict[str, Any]] = [{"params": head_params, "lr": config.lr}]
-    params = dict(model.head.named_parameters())
-    groups += [{"params": [params[n]], "lr": config.lr * k, "weight_decay": 0.0} for n, k in scaled.items()]
+    named, scaled = dict(model.head.named_parameters()), model.head.lr_scale
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in named.items() if p.requires_grad and n not in scaled], "lr": config.lr}
+    ]
+    groups += [{"params": [named[n]], "lr": config.lr * k, "weight_decay": 0.0} for n, k in scaled.items()]
     if model.text_encoder is not None:
         text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
         groups.append({"params": text_params, "lr": config.text_lr})
@@ -119,9 +119,7 @@ def train_model(
     best_f1, best_epoch, best_state, best_metrics, history, stale = -1.0, 0, None, {}, [], 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        if model.text_encoder is not None:
-            model.text_encoder.model.train()
+        model.train()  # includes a fine-tuned text encoder (a submodule)
         order, total = torch.randperm(len(train), generator=gen), 0.0
         for start in range(0, len(train), config.batch_size):
             index = order[start : start + config.batch_size]
@@ -137,7 +135,7 @@ def train_model(
         bar.set_postfix(loss=f"{total / len(train):.3f}", val_f1=f"{metrics['f1_macro']:.3f}")
         if metrics["f1_macro"] > best_f1:
             best_f1, best_epoch, best_metrics, stale = metrics["f1_macro"], epoch, metrics, 0
-            best_state = copy.deepcopy({k: v for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
             if stale >= config.patience:
