@@ -29,8 +29,9 @@ DataOpt = Annotated[
     Path,
     typer.Option(
         "--data",
-        help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt) or a CSV/JSONL "
-        "manifest with columns id,text,image,label (empty label = to predict).",
+        help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
+        "folder (labels.csv, test_without_label.csv, images/), or a CSV/JSONL manifest with columns "
+        "id,text,image,label (empty label = to predict).",
     ),
 ]
 CacheOpt = Annotated[
@@ -205,7 +206,8 @@ def train(
     (out / "problems.txt").write_text("\n".join(report.messages) + ("\n" if report.messages else ""))
     if len(prepared.unlabelled):
         pred = predict_logits(model, prepared.unlabelled).argmax(1).tolist()
-        write_predictions(out / "predictions.txt", prepared.unlabelled.ids, [prepared.bundle.labels[i] for i in pred])
+        labels = [prepared.bundle.labels[i] for i in pred]
+        write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
     typer.echo(
         format_metrics(
             result.val_metrics,
@@ -336,7 +338,7 @@ def predict(
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
     labels = predictor.predict_samples(samples, bundle.report)
-    write_predictions(out, [s.id for s in samples], labels)
+    write_predictions(out, [s.id for s in samples], labels, bundle.prediction_header)
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)

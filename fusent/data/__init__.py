@@ -2,11 +2,13 @@
 
 from .adapters import MVSA_LABELS, load_dataset, load_manifest, load_mvsa
 from .images import ImageLoadError, load_image
+from .memotion import MEMOTION_LABELS, load_memotion
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample
 from .split import stratified_split
 from .text import decode_text
 
 __all__ = [
+    "MEMOTION_LABELS",
     "MODALITIES",
     "MVSA_LABELS",
     "DatasetBundle",
@@ -17,6 +19,7 @@ __all__ = [
     "load_dataset",
     "load_image",
     "load_manifest",
+    "load_memotion",
     "load_mvsa",
     "stratified_split",
 ]

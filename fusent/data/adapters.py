@@ -16,17 +16,21 @@ _UNLABELLED = {"", "null", "none", "nan"}
 
 
 def load_dataset(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
-    """Pick the adapter from what ``path`` is: an MVSA-layout folder, or a .csv/.jsonl manifest."""
+    """Pick the adapter from what ``path`` is: an MVSA or Memotion folder, or a .csv/.jsonl manifest."""
     path = Path(path)
     if path.is_dir():
         if (path / "train.txt").exists() or (path / "test_without_label.txt").exists():
             return load_mvsa(path, labels=labels)
+        from .memotion import is_memotion_folder, load_memotion  # imported here: memotion imports this module
+
+        if is_memotion_folder(path):
+            return load_memotion(path, labels=labels)
         for name in ("manifest.csv", "manifest.jsonl"):
             if (path / name).exists():
                 return load_manifest(path / name, labels=labels)
         raise FileNotFoundError(
-            f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/) "
-            "nor a folder with manifest.csv / manifest.jsonl"
+            f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
+            "(labels.csv / test_without_label.csv + images/) nor a folder with manifest.csv / manifest.jsonl"
         )
     if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
         return load_manifest(path, labels=labels)

@@ -57,3 +57,4 @@ class DatasetBundle:
     labels: list[str]
     report: ProblemReport
     name: str = ""
+    prediction_header: str = "guid,tag"  # header row of the predictions file, in the dataset's own format
