@@ -46,10 +46,6 @@ def _setup(quiet: bool) -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    if quiet:
-        import os
-
-        os.environ["TQDM_DISABLE"] = "1"
 
 
 def _parse_head_args(items: list[str]) -> dict[str, Any]:
@@ -337,7 +333,7 @@ def predict(
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
-    labels = predictor.predict_samples(samples, bundle.report)
+    labels = predictor.predict_samples(samples, bundle.report, progress=not quiet)
     write_predictions(out, [s.id for s in samples], labels, bundle.prediction_header)
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:

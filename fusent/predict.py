@@ -60,8 +60,10 @@ class Predictor:
         table = self.features(samples, report, progress)
         return torch.softmax(predict_logits(self.model, table), dim=-1).numpy()
 
-    def predict_samples(self, samples: Sequence[Sample], report: ProblemReport | None = None) -> list[str]:
-        proba = self.predict_proba_samples(samples, report)
+    def predict_samples(
+        self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
+    ) -> list[str]:
+        proba = self.predict_proba_samples(samples, report, progress)
         return [self.labels[i] for i in proba.argmax(1)] if len(proba) else []
 
     def predict(self, text: str | None = None, image: Any = None) -> list[dict[str, Any]]:
