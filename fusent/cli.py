@@ -40,7 +40,7 @@ CacheOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; problems still reported.")]
 
 
-def _setup(quiet: bool) -> None:
+def _setup() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
     import transformers
 
@@ -172,7 +172,7 @@ def train(
 ) -> None:
     """Train a fusion head: split the labelled data (stratified), encode through the feature cache, train with
     early stopping on validation macro-F1, print validation metrics, save the checkpoint and predictions."""
-    _setup(quiet)
+    _setup()
     from .fusion import head_uses_states
     from .metrics import format_metrics
     from .pipeline import fit, write_predictions
@@ -245,7 +245,7 @@ def compare(
     """Run every head (or --heads) with several seeds on the same split and cached features; write a Markdown and
     CSV table (mean ± std, per-class F1, train time, paired t-test and McNemar against the best head, one-way
     ANOVA) and plots (bars with error bars, confusion matrix and per-class F1 per epoch of the best head)."""
-    _setup(quiet)
+    _setup()
     from .compare import run_compare, summarise, write_report
     from .fusion import available_heads, head_uses_states
 
@@ -295,7 +295,7 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1, confusion."""
-    _setup(quiet)
+    _setup()
     from .metrics import classification_metrics, format_metrics
     from .predict import Predictor
 
@@ -323,7 +323,7 @@ def predict(
 ) -> None:
     """Write ``guid,tag`` predictions for every id of test_without_label.txt (or manifest rows without a label).
     Samples with a broken or missing modality are still predicted from what they have."""
-    _setup(quiet)
+    _setup()
     from .data import load_dataset
     from .pipeline import write_predictions
     from .predict import Predictor

@@ -12,10 +12,9 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import ftfy
-
 from .adapters import _finish
 from .records import DatasetBundle, ProblemReport, Sample
+from .text import clean_text, decode_bytes
 
 MEMOTION_LABELS = ["negative", "neutral", "positive"]
 #: The raw 5-class ``overall_sentiment`` values, most negative first.
@@ -47,13 +46,9 @@ def _decode_csv(raw: bytes, report: ProblemReport) -> str:
     raw = raw.removeprefix(b"\xef\xbb\xbf")
     lines = []
     for line in raw.splitlines(keepends=True):  # per line, so one bad byte does not re-decode the whole file
-        for encoding in ("utf-8", "cp1252", "latin-1"):
-            try:
-                lines.append(line.decode(encoding))
-                break
-            except UnicodeDecodeError:
-                continue
-        if encoding != "utf-8":
+        text, fallback = decode_bytes(line)
+        lines.append(text)
+        if fallback:
             report.note("csv_line_decoded_by_fallback")
     return "".join(lines)
 
@@ -88,7 +83,7 @@ def _clean(value: str | None) -> str:
     """Fix mojibake/curly quotes (as for MVSA texts) and collapse whitespace; NaN-like cells become ''."""
     if value is None:
         return ""
-    text = " ".join(ftfy.fix_text(value).split())
+    text = clean_text(value)
     return "" if text.lower() in _EMPTY_TEXT else text
 
 
