@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ class Int8TextEncoder(Encoder):
         from torch.ao.quantization import quantize_dynamic
 
         self.base, self.dim = base, base.dim
-        base.model = quantize_dynamic(base.model, {nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch's notice that quantised tensor types will move to torchao
+            warnings.simplefilter("ignore")
+            base.model = quantize_dynamic(base.model, {nn.Linear}, dtype=torch.qint8)
 
     def settings(self) -> dict[str, Any]:
         return {**self.base.settings(), "runtime": "int8-dynamic"}
@@ -69,8 +72,7 @@ class OnnxImageEncoder(Encoder):
         base.model = None  # the torch weights are no longer needed
 
     def _export(self) -> None:
-        model = self.base.model
-        model.set_swish(memory_efficient=False)  # the memory-efficient Swish is a custom autograd op ONNX lacks
+        model = self.base.model  # Lite variants use ReLU6 (never set_swish: it would swap in Swish)
 
         class FeatureMap(nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,8 +82,16 @@ class OnnxImageEncoder(Encoder):
         tmp = self.path.with_suffix(".tmp")
         example = torch.zeros(1, 3, self.base.size, self.base.size)
         log.info("exporting %s to %s", self.base.name, self.path)
+        with warnings.catch_warnings():  # the legacy exporter's deprecation and constant-folding notes
+            warnings.simplefilter("ignore")
+            self._run_export(FeatureMap().eval(), example, tmp)
+        tmp.replace(self.path)
+
+    @staticmethod
+    def _run_export(module: nn.Module, example: torch.Tensor, tmp: Path) -> None:
+        # the TorchScript exporter: the default torch.export one needs onnxscript and gives the same graph here
         torch.onnx.export(
-            FeatureMap().eval(),
+            module,
             (example,),
             str(tmp),
             dynamo=False,
@@ -90,7 +100,6 @@ class OnnxImageEncoder(Encoder):
             dynamic_axes={"pixels": {0: "batch"}, "fmap": {0: "batch"}},
             opset_version=17,
         )
-        tmp.replace(self.path)
 
     def settings(self) -> dict[str, Any]:
         return {**self.base.settings(), "runtime": "onnxruntime"}
