@@ -283,8 +283,9 @@ async def _post_from_form(request: Request, settings: ServeSettings) -> dict[str
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app answering with ``predictor`` (which should have no feature cache: requests would fill
-    the disk)."""
+    """The FastAPI app answering with ``predictor`` (which must have no feature cache)."""
+    if predictor.cache is not None:
+        raise ValueError("serve a Predictor without a feature cache (use_cache=False): requests would fill the disk")
     settings = settings or ServeSettings()
     predictor.max_image_pixels = settings.max_image_pixels
     runner = Runner(settings)
@@ -351,14 +352,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         },
     )
     async def predict(request: Request) -> dict[str, Any]:
-        """One post: multipart (``text`` field, ``image`` and ``audio`` files) or JSON with base64 files."""
+        """One post: multipart (``text`` field, ``image`` and ``audio`` files; a form with text only may be
+        url-encoded) or JSON with base64 files."""
         kind = content_type(request)
-        if kind == "multipart/form-data":
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
             post = await _post_from_form(request, settings)
         elif kind == "application/json":
             post = _post_from_json(await read_json(request, PostJSON), settings)
         else:
-            raise ApiError(415, "unsupported_media_type", "send multipart/form-data or application/json")
+            raise ApiError(415, "unsupported_media_type", "send multipart/form-data or application/json", None)
         return (await answer([post], batch=False))[0].to_dict()
 
     @app.post(
