@@ -393,11 +393,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
         """What the model answers (labels), what it reads (modalities, encoders), how (fusion head), limits."""
-        encoders = {"text": config.text_encoder, "image": config.image_encoder}
         return {
             "labels": predictor.labels,
             "modalities": predictor.modalities,
-            "encoders": {m: e for m, e in encoders.items() if m in predictor.modalities},
+            "encoders": {m: getattr(config, f"{m}_encoder", {}) for m in predictor.modalities},
             "fusion_head": config.head,
             "head_kwargs": config.head_kwargs,
             "contribution_method": "learned_weights" if predictor.learned_weights else "masking",
