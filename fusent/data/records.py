@@ -22,6 +22,7 @@ class Sample:
     id: str
     text: str | None = None
     image: Path | bytes | Any | None = None
+    audio: Path | bytes | Any | None = None
     label: str | None = None
 
 
