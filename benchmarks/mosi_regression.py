@@ -7,7 +7,7 @@ Every number is on dev, the only labelled split here; the 685 test segments are 
 Acc-2 (non-0) >= 0.75 after fine-tuning.
 
     .venv/bin/python benchmarks/mosi_regression.py [--data ../shared/data/cmu_mosi_text] [--heads text_only,native_cat]
-        [--finetune 2:5e-5:1e-3:6,...] [--no-finetune]
+        [--finetune 2:3e-5:2e-4:10,2:5e-5:1e-3:6] [--no-finetune]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--heads", default="text_only,native_cat")
     parser.add_argument(
-        "--finetune", default="2:5e-5:1e-3:6", help="comma list of k:text_lr:head_lr:epochs (last k MiniLM layers)"
+        "--finetune", default="2:3e-5:2e-4:10", help="comma list of k:text_lr:head_lr:epochs (last k MiniLM layers)"
     )
     parser.add_argument("--no-finetune", action="store_true")
     parser.add_argument("--seed", type=int, default=13)
