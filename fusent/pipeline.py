@@ -8,18 +8,19 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import DatasetBundle, Sample, load_dataset, stratified_split
+from .data import DatasetBundle, load_dataset, split_labelled
 from .encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, Encoder, TextEncoder, create_image_encoder
 from .encoders.base import create_trainable, pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
 from .model import FusentModel, ModelConfig, trainable_encoders
+from .tasks import get_task
 from .training import TrainConfig, TrainResult, train_model
 
 log = logging.getLogger("fusent")
@@ -92,11 +93,6 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def label_tensor(samples: Sequence[Sample], labels: list[str]) -> torch.Tensor:
-    index = {label: i for i, label in enumerate(labels)}
-    return torch.tensor([index[s.label] for s in samples], dtype=torch.long)
-
-
 def prepare(
     data: str | Path,
     settings: EncoderSettings | None = None,
@@ -108,18 +104,21 @@ def prepare(
     progress: bool = True,
     keep_states: bool = True,
 ) -> Prepared:
-    """Load ``data``, split its labelled samples (stratified, seeded), encode every split through the cache.
+    """Load ``data``, split its labelled samples, encode every split through the cache.
 
-    ``limit`` keeps only the first N labelled and first N unlabelled samples (quick experiments and tests).
+    The split is the dataset's own when it gives one (``val_fraction`` and ``split_seed`` unused), else seeded and,
+    for classification, stratified. ``limit`` keeps only the first N labelled (see ``split_labelled``) and first N
+    unlabelled samples (quick experiments and tests). An encoder is built only for modalities the data has: a
+    transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     """
     settings = settings or EncoderSettings()
     bundle = load_dataset(data)
-    labelled = bundle.labelled[:limit] if limit else bundle.labelled
     unlabelled = bundle.unlabelled[:limit] if limit else bundle.unlabelled
-    if len(labelled) < 2 * len(bundle.labels):
-        raise ValueError(f"{data}: only {len(labelled)} labelled samples; need at least two per class to split")
-    train, val = stratified_split(labelled, val_fraction, split_seed)
+    train, val = split_labelled(bundle, val_fraction, split_seed, limit)
+    if "image" not in bundle.modalities() and settings.image_model != "none":
+        log.info("%s has no images: the image encoder is not used", data)
+        settings = replace(settings, image_model="none")
     encoders, text_encoder = build_encoders(settings.text_config(), settings.image_config(), settings.device)
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
@@ -127,12 +126,16 @@ def prepare(
         build_features(part, encoders, cache, bundle.report, batch_size, progress, keep_states)
         for part in (train, val, unlabelled)
     ]
+    task = get_task(bundle.task)
+    split: dict[str, Any] = {"val_fraction": val_fraction, "seed": split_seed}
+    if bundle.given_split is not None:
+        split = {"given": True}
     return Prepared(
         bundle=bundle,
         train=tables[0],
-        y_train=label_tensor(train, bundle.labels),
+        y_train=task.targets(train, bundle.labels),
         val=tables[1],
-        y_val=label_tensor(val, bundle.labels),
+        y_val=task.targets(val, bundle.labels),
         unlabelled=tables[2],
         dims=feature_dims(encoders, text_encoder),
         settings=settings,
@@ -141,7 +144,7 @@ def prepare(
             "image": settings.image_config(),
             **{m: e.settings() for m, e in encoders.items() if e is not None and e.trainable},
         },
-        split={"val_fraction": val_fraction, "seed": split_seed, "n_train": len(train), "n_val": len(val)},
+        split={**split, "n_train": len(train), "n_val": len(val)},
         text_encoder=text_encoder,
         encode_seconds=time.perf_counter() - start,
     )
@@ -161,6 +164,7 @@ def fit(
     torch.manual_seed(train_config.seed)  # head initialisation is part of what the seed fixes
     config = ModelConfig(
         labels=prepared.bundle.labels,
+        task=prepared.bundle.task,
         head=head,
         dims=prepared.dims,
         head_kwargs=dict(head_kwargs or {}),
@@ -176,10 +180,12 @@ def fit(
 
 
 def write_predictions(
-    path: str | Path | None, ids: Sequence[str], labels: Sequence[str], header: str = "guid,tag"
+    path: str | Path | None, ids: Sequence[str], labels: Sequence[str | float], header: str = "guid,tag"
 ) -> None:
-    """``guid,tag`` rows (the MVSA test file's own format) to ``path``, or to stdout when path is None/'-'."""
-    rows = [header.split(","), *zip(ids, labels, strict=True)]
+    """``guid,tag`` rows (the MVSA test file's own format; ``id,score`` with 4-decimal scores for regression) to
+    ``path``, or to stdout when path is None/'-'."""
+    cells = [f"{v:.4f}" if isinstance(v, float) else v for v in labels]
+    rows = [header.split(","), *zip(ids, cells, strict=True)]
     if path is None or str(path) == "-":
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return
