@@ -11,18 +11,22 @@ from typing import Any
 log = logging.getLogger("fusent")
 
 #: Modalities fusent knows, in the fixed order heads concatenate them.
-MODALITIES: tuple[str, ...] = ("text", "image")
+MODALITIES: tuple[str, ...] = ("text", "image", "audio")
 
 
 @dataclass
 class Sample:
-    """One post. ``text`` is already decoded; ``image`` is a path (or bytes / a PIL image when given in memory)
-    that may turn out unreadable."""
+    """One post. ``text`` is already decoded; ``image`` and ``audio`` are paths (or bytes / a PIL image / a
+    waveform when given in memory) that may turn out unreadable. ``split`` is the dataset's own assignment
+    (``train`` / ``val`` / ``test``) where it has one (speakers kept apart, a published split); None lets fusent
+    split."""
 
     id: str
     text: str | None = None
     image: Path | bytes | Any | None = None
+    audio: Path | bytes | Any | None = None
     label: str | None = None
+    split: str | None = None
 
 
 @dataclass
