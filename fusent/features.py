@@ -27,22 +27,9 @@ from .data.audio import load_audio
 from .data.images import load_image
 from .data.loading import Decoded, LoadError, decoded
 from .data.records import ProblemReport, Sample
-from .encoders.base import Encoder
+from .encoders.base import Encoder, ModalityBatch
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("FUSENT_CACHE", Path.home() / ".cache" / "fusent"))
-
-
-@dataclass
-class ModalityBatch:
-    """Inputs of one modality for a batch: padded states, their mask, pooled vectors, and which rows exist."""
-
-    states: torch.Tensor  # [B, L, D]
-    mask: torch.Tensor  # [B, L] bool, True = real token/patch
-    pooled: torch.Tensor  # [B, D]
-    present: torch.Tensor  # [B] bool, False = modality missing for that sample
-
-    def to(self, device: torch.device | str) -> ModalityBatch:
-        return ModalityBatch(*(t.to(device) for t in (self.states, self.mask, self.pooled, self.present)))
 
 
 class Cached(NamedTuple):
@@ -172,8 +159,10 @@ class ModalityFeatures:
             else (torch.zeros(0, dim))
         )
         self.states = None
+        # per-position shape: (dim,) for encoder states; e.g. (H, W) for a trainable encoder's [3, H, W] pixels
+        self.position_shape = next((tuple(s.shape[1:]) for s in states or [] if s is not None), (dim,))
         if states is not None:
-            empty = torch.zeros(0, dim, dtype=torch.float16)
+            empty = torch.zeros(0, *self.position_shape, dtype=torch.float16)
             self.states = [empty if s is None else s.to(torch.float16) for s in states]
         self.lengths = torch.tensor([s.shape[0] for s in self.states]) if self.states else self.present.long()
 
@@ -183,7 +172,7 @@ class ModalityFeatures:
         else:
             states = pad_sequence([self.states[i] for i in index.tolist()], batch_first=True).float()
             if states.shape[1] == 0:  # every row lacks this modality: keep one (masked) position
-                states = torch.zeros(len(index), 1, self.dim)
+                states = torch.zeros(len(index), 1, *self.position_shape)
         return ModalityBatch(
             states=states,
             mask=torch.arange(states.shape[1])[None, :] < self.lengths[index][:, None],
@@ -286,8 +275,8 @@ def build_features(
 ) -> FeatureTable:
     """Features for every modality with a frozen encoder; ``None`` marks a modality encoded inside the model.
     ``keep_states=False`` keeps pooled vectors only (enough for heads without attention; a fraction of the memory)."""
-    modalities = {
-        m: encode_modality(samples, enc, cache, report, batch_size, progress, keep_states)
+    modalities = {  # a trainable encoder's states are its input: always kept
+        m: encode_modality(samples, enc, cache, report, batch_size, progress, keep_states or enc.trainable)
         for m, enc in encoders.items()
         if enc is not None
     }

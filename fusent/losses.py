@@ -1,4 +1,5 @@
-"""Losses on logits (never on softmax outputs): cross-entropy with optional class weights, and focal loss."""
+"""Losses on logits (never on softmax outputs): cross-entropy with optional class weights, focal loss; and the
+InfoNCE contrastive term of paper 001."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def make_loss(name: LossName = "ce", weight: torch.Tensor | None = None, gamma: 
     if name == "focal":
         return FocalLoss(gamma, weight)
     raise ValueError(f"unknown loss {name!r}; use 'ce' or 'focal'")
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """Paper 001 eqs. 6-8 (InfoNCE, as SimCLR's NT-Xent): row i of ``z1`` and of ``z2`` are two views of sample i.
+
+    Each of the 2N views must pick its partner among the other 2N-1 by cosine similarity / temperature, i.e.
+    ``-log exp(sim(h_i^1, h_i^2)/tau) / sum_{k != i} exp(sim(h_i, h_k)/tau)``, averaged over all 2N views. The
+    paper's denominator runs over the other 2(N-1) views of the batch plus the positive, which is this sum.
+    """
+    n = z1.shape[0]
+    if n < 2:
+        raise ValueError("InfoNCE needs at least two samples in the batch (the others are the negatives)")
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, partner)

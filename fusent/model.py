@@ -1,4 +1,5 @@
-"""A fusion head plus, when fine-tuned, its text encoder; saved as safetensors weights + a JSON config."""
+"""A fusion head plus the encoders trained with it (a fine-tuned text encoder, from-scratch networks); saved as
+safetensors weights + a JSON config."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import __version__
-from .encoders.base import pick_device
+from .encoders.base import TrainableEncoder, create_trainable, pick_device
 from .encoders.text import TextEncoder
 from .features import ModalityBatch
 from .fusion import create_head
@@ -37,18 +38,28 @@ class ModelConfig:
     def finetune_text(self) -> bool:
         return int(self.text_encoder.get("finetune_layers", 0)) > 0
 
+    def encoder_settings(self, modality: str) -> dict[str, Any]:
+        return getattr(self, f"{modality}_encoder", {}) or {}
+
 
 class FusentModel(nn.Module):
     """``forward(inputs, texts) -> logits``. With a fine-tuned text encoder, text states are computed here from
-    the raw texts; otherwise every modality arrives as cached features."""
+    the raw texts; a trainable encoder turns its cached preprocessed input into states here; every other modality
+    arrives as cached features."""
 
-    def __init__(self, config: ModelConfig, text_encoder: TextEncoder | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        text_encoder: TextEncoder | None = None,
+        encoders: dict[str, TrainableEncoder] | None = None,
+    ):
         super().__init__()
         self.config = config
         self.head = create_head(config.head, config.dims, len(config.labels), **config.head_kwargs)
         if config.finetune_text and text_encoder is None:
             raise ValueError("a fine-tuned text model needs its TextEncoder")
         self.text_encoder = text_encoder if config.finetune_text else None
+        self.encoders = nn.ModuleDict(encoders or {})
 
     @property
     def device(self) -> torch.device:
@@ -62,15 +73,21 @@ class FusentModel(nn.Module):
         states, pooled = enc(tokens["input_ids"], tokens["attention_mask"])
         return ModalityBatch(states=states, mask=tokens["attention_mask"].bool(), pooled=pooled, present=present)
 
-    def _inputs(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None) -> dict[str, ModalityBatch]:
+    def encode(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None) -> dict[str, ModalityBatch]:
+        """What the head reads: cached features as they are, trained encoders applied to their inputs."""
+        encoded = {m: self.encoders[m](b) if m in self.encoders else b for m, b in inputs.items()}
         if self.text_encoder is None:
-            return inputs
+            return encoded
         if texts is None:
             raise ValueError("this model fine-tunes its text encoder: pass the raw texts")
-        return {**inputs, "text": self.encode_text(texts)}
+        return {**encoded, "text": self.encode_text(texts)}
+
+    def augment(self, inputs: dict[str, ModalityBatch], generator: torch.Generator) -> dict[str, ModalityBatch]:
+        """Training-time augmentation, by the trainable encoders that define one (cached features pass unchanged)."""
+        return {m: self.encoders[m].augment(b, generator) if m in self.encoders else b for m, b in inputs.items()}
 
     def forward(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None = None) -> torch.Tensor:
-        return self.head(self._inputs(inputs, texts))
+        return self.head(self.encode(inputs, texts))
 
     def loss(
         self,
@@ -80,7 +97,7 @@ class FusentModel(nn.Module):
         loss_fn: nn.Module,
     ) -> torch.Tensor:
         """The training loss, as the head defines it (by default ``loss_fn(logits, target)``)."""
-        return self.head.training_loss(self._inputs(inputs, texts), target, loss_fn)
+        return self.head.training_loss(self.encode(inputs, texts), target, loss_fn)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -99,6 +116,12 @@ class FusentModel(nn.Module):
         text_encoder = None
         if config.finetune_text:
             text_encoder = TextEncoder(**config.text_encoder, device=device)
-        model = cls(config, text_encoder)
+        model = cls(config, text_encoder, trainable_encoders(config, device))
         load_model(model, str(directory / WEIGHTS_NAME), strict=True)
         return model.to(pick_device(device)).eval()
+
+
+def trainable_encoders(config: ModelConfig, device: str | None = None) -> dict[str, TrainableEncoder]:
+    """Freshly initialised networks for the modalities whose encoder trains with the head."""
+    built = {m: create_trainable(m, config.encoder_settings(m), device) for m in config.dims}
+    return {m: enc for m, enc in built.items() if enc is not None}

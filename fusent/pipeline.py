@@ -16,10 +16,10 @@ import torch
 
 from .data import DatasetBundle, Sample, load_dataset, stratified_split
 from .encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, Encoder, TextEncoder, create_image_encoder
-from .encoders.base import pick_device
+from .encoders.base import create_trainable, pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
-from .model import FusentModel, ModelConfig
+from .model import FusentModel, ModelConfig, trainable_encoders
 from .training import TrainConfig, TrainResult, train_model
 
 log = logging.getLogger("fusent")
@@ -59,14 +59,15 @@ def build_encoders(
         text_encoder = TextEncoder(**text, device=device)
         encoders["text"] = None if text_encoder.finetune_layers > 0 else text_encoder
     if image.get("name", "none") != "none":
-        encoders["image"] = create_image_encoder(image["name"], device=device)
+        encoders["image"] = create_trainable("image", image, device) or create_image_encoder(image["name"], device)
     if not encoders:
         raise ValueError("no modality left: give a text model, an image model, or both")
     return encoders, (text_encoder if text_encoder is not None and text_encoder.finetune_layers > 0 else None)
 
 
 def feature_dims(encoders: dict[str, Encoder | None], text_encoder: TextEncoder | None) -> dict[str, int]:
-    dims = {m: e.dim for m, e in encoders.items() if e is not None}
+    """The widths the head sees: a trainable encoder's output, else the cached features'."""
+    dims = {m: getattr(e, "out_dim", e.dim) if e.trainable else e.dim for m, e in encoders.items() if e is not None}
     if text_encoder is not None:
         dims["text"] = text_encoder.dim
     return dims
@@ -85,6 +86,7 @@ class Prepared:
     dims: dict[str, int]
     settings: EncoderSettings
     split: dict[str, Any]
+    encoder_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # saved in checkpoints, by modality
     text_encoder: TextEncoder | None = None
     encode_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +136,11 @@ def prepare(
         unlabelled=tables[2],
         dims=feature_dims(encoders, text_encoder),
         settings=settings,
+        encoder_configs={
+            "text": settings.text_config(),
+            "image": settings.image_config(),
+            **{m: e.settings() for m, e in encoders.items() if e is not None and e.trainable},
+        },
         split={"val_fraction": val_fraction, "seed": split_seed, "n_train": len(train), "n_val": len(val)},
         text_encoder=text_encoder,
         encode_seconds=time.perf_counter() - start,
@@ -157,13 +164,13 @@ def fit(
         head=head,
         dims=prepared.dims,
         head_kwargs=dict(head_kwargs or {}),
-        text_encoder=prepared.settings.text_config() if "text" in prepared.dims else {},
-        image_encoder=prepared.settings.image_config() if "image" in prepared.dims else {},
+        text_encoder=prepared.encoder_configs["text"] if "text" in prepared.dims else {},
+        image_encoder=prepared.encoder_configs.get("image", {}) if "image" in prepared.dims else {},
         training={**asdict(train_config), "split": prepared.split},
     )
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None
-    model = FusentModel(config, text_encoder).to(pick_device(prepared.settings.device))
+    model = FusentModel(config, text_encoder, trainable_encoders(config)).to(pick_device(prepared.settings.device))
     result = train_model(model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress)
     return model, result
 

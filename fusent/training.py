@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .features import FeatureTable, ModalityBatch
-from .losses import LossName, make_loss
+from .losses import LossName, info_nce, make_loss
 from .metrics import classification_metrics
 from .model import FusentModel
 
@@ -33,6 +34,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
     text_lr: float = 3e-5  # for the fine-tuned text layers only
+    augment: bool = False  # training-time augmentation by encoders trained here (e.g. flip/rotation/brightness)
+    contrastive_weight: float = 0.0  # > 0 adds paper 001's InfoNCE term between two augmented views (eq. 12)
+    temperature: float = 0.2  # InfoNCE tau
+    view_dropout: float = 0.2  # token / feature dropout making the views of cached (frozen) features
 
 
 @dataclass
@@ -69,6 +74,46 @@ def _drop_modalities(inputs: dict[str, ModalityBatch], p: float, gen: torch.Gene
     return {
         m: ModalityBatch(b.states, b.mask, b.pooled, b.present & ~drop[:, j]) for j, (m, b) in enumerate(inputs.items())
     }
+
+
+def _feature_view(batch: ModalityBatch, p: float, gen: torch.Generator) -> ModalityBatch:
+    """A view of cached features: token dropout on the states (one real token always kept) and feature dropout
+    on the pooled vector, which is all the pooled heads read."""
+    device = batch.pooled.device
+    keep = (torch.rand(batch.mask.shape, generator=gen) >= p).to(device) & batch.mask
+    if keep.shape[1]:  # (pooled-only features have no tokens to drop)
+        keep[:, 0] |= ~keep.any(1) & batch.mask[:, 0]
+    scale = (torch.rand(batch.pooled.shape, generator=gen) >= p).to(device, batch.pooled.dtype) / (1 - p)
+    return ModalityBatch(batch.states, keep, batch.pooled * scale, batch.present)
+
+
+def joint_loss(
+    model: FusentModel,
+    inputs: dict[str, ModalityBatch],
+    texts: list[str | None],
+    target: torch.Tensor,
+    loss_fn: nn.Module,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Paper 001 eq. 12: task loss + weight * sum over modalities of InfoNCE between two views of each sample.
+
+    Views: a trainable encoder's own augmentation (random crop, flip, ... of the image), token/feature dropout of
+    cached features, and dropout noise inside a fine-tuned text encoder (as SimCSE). The task loss is computed on
+    the first view; rows missing a modality are left out of that modality's term.
+    """
+    views = []
+    for _ in range(2):
+        view = model.augment(inputs, gen)
+        view = {m: b if m in model.encoders else _feature_view(b, config.view_dropout, gen) for m, b in view.items()}
+        views.append(model.encode(view, texts))
+    loss = model.head.training_loss(views[0], target, loss_fn)
+    first, second = model.head.embed(views[0]), model.head.embed(views[1])
+    for m in first:
+        rows = views[0][m].present
+        if int(rows.sum()) >= 2:
+            loss = loss + config.contrastive_weight * info_nce(first[m][rows], second[m][rows], config.temperature)
+    return loss
 
 
 def _to(inputs: dict[str, ModalityBatch], device: torch.device) -> dict[str, ModalityBatch]:
@@ -110,6 +155,8 @@ def train_model(
     if model.text_encoder is not None:
         text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
         groups.append({"params": text_params, "lr": config.text_lr})
+    if len(model.encoders):  # networks trained from scratch learn at the head's rate
+        groups.append({"params": list(model.encoders.parameters()), "lr": config.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     device = model.device
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
@@ -124,7 +171,12 @@ def train_model(
         for start in range(0, len(train), config.batch_size):
             index = order[start : start + config.batch_size]
             inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
-            loss = model.loss(inputs, _texts(train, index), y_train[index].to(device), loss_fn)  # on logits
+            texts, target = _texts(train, index), y_train[index].to(device)
+            if config.contrastive_weight > 0:
+                loss = joint_loss(model, inputs, texts, target, loss_fn, config, gen)
+            else:
+                inputs = model.augment(inputs, gen) if config.augment else inputs
+                loss = model.loss(inputs, texts, target, loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

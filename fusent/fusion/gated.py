@@ -22,4 +22,7 @@ class GatedFusion(FusionHead):
         self.classifier = classifier(d_model, self.hidden, num_classes, self.dropout)
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
-        return self.classifier(torch.relu(sum(self.maps[m](self.pooled(inputs, m)) for m in self.uses)))
+        return self.classifier(torch.relu(sum(self.embed(inputs).values())))
+
+    def embed(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        return {m: self.maps[m](self.pooled(inputs, m)) for m in self.uses}

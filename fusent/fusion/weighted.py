@@ -39,8 +39,11 @@ class WeightedFusion(FusionHead):
         present = torch.where(none, torch.ones_like(present), present)  # nothing there: fall back to all
         w = self.weights()[None, :] * present
         w = w / w.sum(1, keepdim=True)
-        x = torch.stack([self.project[m](self.norm[m](inputs[m].pooled)) for m in self.uses], dim=1)
+        x = torch.stack(list(self.embed(inputs).values()), dim=1)
         return self.classifier((w[..., None] * x).sum(1))
+
+    def embed(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        return {m: self.project[m](self.norm[m](inputs[m].pooled)) for m in self.uses}
 
     def report(self) -> dict[str, Any]:
         weights = self.weights().detach().cpu().tolist()
