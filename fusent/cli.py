@@ -17,7 +17,7 @@ from .pipeline import EncoderSettings
 from .training import TrainConfig
 
 app = typer.Typer(
-    help="fusent: multimodal (text + image) sentiment analysis. Train a fusion head on frozen pretrained "
+    help="fusent: multimodal (text + image + audio) sentiment analysis. Train a fusion head on frozen pretrained "
     "encoders, evaluate it, and predict labels for new posts. Runs offline with the packaged default encoders.",
     no_args_is_help=True,
     add_completion=False,
@@ -30,8 +30,9 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
-        "folder (labels.csv, test_without_label.csv, images/), or a CSV/JSONL manifest with columns "
-        "id,text,image,label (empty label = to predict).",
+        "folder (labels.csv, test_without_label.csv, images/), a RAVDESS speech folder (Actor_NN/*.flac; split by "
+        "actor), a CSV/JSONL manifest with columns id,text,image,audio,label (empty label = to predict), or (to "
+        "predict) a folder of audio files.",
     ),
 ]
 CacheOpt = Annotated[
@@ -88,6 +89,21 @@ _SHARED_OPTIONS = [
         "efficientnet-lite2 | efficientnet-lite0 (packaged) | inception-sa (paper 001's 2D-Inception + self-attention,"
         " trained here from scratch) | HF id or folder | none.",
     ),
+    _opt(
+        "audio_model",
+        str,
+        _ES.audio_model,
+        "auto (= lstm-cnn when the dataset has audio, else none) | lstm-cnn (paper 003) | stft-cnn (paper 001), both "
+        "trained here from scratch | mfcc | logmel | stft (frozen features) | HF id or folder (wav2vec2, HuBERT, "
+        "Whisper encoder) | none.",
+    ),
+    _opt("audio_seconds", float, _ES.audio_seconds, "Crop audio clips to this many seconds (0 = whole clip)."),
+    _opt(
+        "label_set",
+        str | None,
+        None,
+        "For datasets with several label sets: RAVDESS sentiment (3 classes, surprised left out; default) | emotion.",
+    ),
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
     _opt("val_fraction", float, 0.2, "Stratified validation fraction."),
@@ -141,7 +157,14 @@ def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, Tr
     """Encoder settings, training config and head kwargs from the shared options (plus e.g. ``seed``)."""
     o = {**options, **extra}
     settings = EncoderSettings(
-        o["text_model"], o["text_pooling"], o["max_length"], o["finetune_text_layers"], o["image_model"], o["device"]
+        o["text_model"],
+        o["text_pooling"],
+        o["max_length"],
+        o["finetune_text_layers"],
+        o["image_model"],
+        o["device"],
+        o["audio_model"],
+        o["audio_seconds"] or None,
     )
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields})
@@ -163,6 +186,7 @@ def _prepare(data: Path, options: dict[str, Any], settings: EncoderSettings, qui
         limit=o["limit"],
         progress=not quiet,
         keep_states=keep_states,
+        label_set=o["label_set"],
     )
     if o["limit"]:
         prepared.split["limit"] = o["limit"]
@@ -279,16 +303,16 @@ def compare(
 
 
 def _load_bundle_samples(data: Path, split: str, model_config: Any) -> tuple[list[Any], list[str], Any]:
-    from .data import load_dataset, stratified_split
+    from .data import load_dataset, split_samples
 
-    bundle = load_dataset(data, labels=model_config.labels)
+    info = model_config.training.get("split", {})
+    bundle = load_dataset(data, labels=model_config.labels, label_set=info.get("label_set"))
     if split == "all":
         return bundle.labelled, bundle.labels, bundle
     if split != "val":
         raise typer.BadParameter("--split must be val or all", param_hint="--split")
-    info = model_config.training.get("split", {})
     labelled = bundle.labelled[: info["limit"]] if info.get("limit") else bundle.labelled
-    _, val = stratified_split(labelled, info.get("val_fraction", 0.2), info.get("seed", 13))
+    _, val, _ = split_samples(labelled, info.get("val_fraction", 0.2), info.get("seed", 13))
     return val, bundle.labels, bundle
 
 

@@ -18,13 +18,16 @@ from .training import predict_logits
 
 
 class Predictor:
-    """``predict(text=..., image=...)`` for one post; ``predict_samples`` for many (through the feature cache)."""
+    """``predict(text=..., image=..., audio=...)`` for one post; ``predict_samples`` for many (through the feature
+    cache)."""
 
     def __init__(self, model: FusentModel, cache: FeatureCache | None = None, device: str | None = None):
         self.model = model.to(pick_device(device)).eval()
         cfg = model.config
         text = {**cfg.text_encoder, "finetune_layers": 0} if cfg.text_encoder and not cfg.finetune_text else {}
-        self.encoders, _ = build_encoders(text or {"name": "none"}, cfg.image_encoder or {"name": "none"}, device)
+        self.encoders, _ = build_encoders(
+            text or {"name": "none"}, cfg.image_encoder or {"name": "none"}, device, cfg.audio_encoder or None
+        )
         if cfg.finetune_text:
             self.encoders["text"] = None  # the model encodes text itself
         self.labels = cfg.labels
@@ -66,9 +69,11 @@ class Predictor:
         proba = self.predict_proba_samples(samples, report, progress)
         return [self.labels[i] for i in proba.argmax(1)] if len(proba) else []
 
-    def predict(self, text: str | None = None, image: Any = None) -> list[dict[str, Any]]:
-        """One post -> ``[{"label": ..., "score": ...}]`` sorted by score (the Hugging Face pipeline shape)."""
-        proba = self.predict_proba_samples([Sample(id="input", text=text or None, image=image)], progress=False)[0]
+    def predict(self, text: str | None = None, image: Any = None, audio: Any = None) -> list[dict[str, Any]]:
+        """One post -> ``[{"label": ..., "score": ...}]`` sorted by score (the Hugging Face pipeline shape).
+        ``audio``: a file path, its bytes, a ``(waveform, rate)`` pair or a 16 kHz waveform."""
+        sample = Sample(id="input", text=text or None, image=image, audio=audio)
+        proba = self.predict_proba_samples([sample], progress=False)[0]
         return sorted(
             ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba, strict=True)),
             key=lambda r: -r["score"],

@@ -1,13 +1,24 @@
-"""Sample records from dataset adapters; robust decoding of text and images."""
+"""Sample records from dataset adapters; robust decoding of text, images and audio."""
 
 from .adapters import MVSA_LABELS, load_dataset, load_manifest, load_mvsa
+from .audio import AudioLoadError, load_audio
 from .images import ImageLoadError, load_image
+from .loading import Decoded, LoadError
 from .memotion import MEMOTION_LABELS, load_memotion
+from .ravdess import load_audio_folder, load_ravdess
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample
-from .split import stratified_split
+from .split import given_split, split_samples, stratified_split
 from .text import decode_text
 
 __all__ = [
+    "AudioLoadError",
+    "Decoded",
+    "LoadError",
+    "given_split",
+    "load_audio",
+    "load_audio_folder",
+    "load_ravdess",
+    "split_samples",
     "MEMOTION_LABELS",
     "MODALITIES",
     "MVSA_LABELS",

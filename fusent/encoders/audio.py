@@ -21,7 +21,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 
 from ..data.audio import SAMPLE_RATE, chunk, fit_length
 from . import spectral
-from .base import Encoder, folder_fingerprint, pick_device
+from .base import (
+    Encoder,
+    ModalityBatch,
+    TrainableEncoder,
+    create_trainable,
+    folder_fingerprint,
+    pick_device,
+    register_trainable,
+)
 
 #: Frozen, parameter-free feature encoders by name, and the width of one frame of each.
 FEATURE_WIDTHS = {"mfcc": spectral.N_MFCC, "logmel": spectral.N_MELS, "stft": spectral.N_FREQS}
@@ -176,6 +184,66 @@ def _pad_time(x: torch.Tensor, minimum: int) -> torch.Tensor:
     return F.pad(x, (0, max(0, minimum - x.shape[-1])))
 
 
+def _lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class WaveformEncoder(TrainableEncoder):
+    """A speech network trained here, whose cached input is the 16 kHz waveform (``[N]`` per clip, at most
+    ``max_seconds``) and whose features (``spectral.py``) are computed in torch per batch inside the model.
+
+    Augmentation therefore works on waveforms, per training batch and per clip (``spectral.AudioAugment``: pitch
+    shift, time stretch, additive noise), with fresh draws every epoch; validation and prediction never call
+    ``augment``, so they see the clips as decoded.
+    """
+
+    modality = "audio"
+    dim = 1  # the cached summary: the clip's RMS level in dB; the head sees ``out_dim``
+    name = ""
+
+    def __init__(self, max_seconds: float | None = DEFAULT_AUDIO_SECONDS):
+        super().__init__()
+        self.max_seconds = max_seconds
+        self.augmentation = spectral.AudioAugment()
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "max_seconds": self.max_seconds, **self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """The network's constructor arguments (saved in checkpoints to rebuild it)."""
+        return {}
+
+    def cache_key(self) -> str:  # only the preprocessing decides what is cached: every waveform network shares it
+        return f"waveform-{SAMPLE_RATE}-{self.max_seconds}"
+
+    @torch.no_grad()
+    def encode(self, items: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        waves = _crop(items, self.max_seconds)
+        rms = [10 * torch.log10(w.pow(2).mean().clamp(min=1e-10)).reshape(1) for w in waves]
+        return waves, torch.stack(rms)
+
+    def network(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, N]`` waveforms and their lengths -> states ``[B, T', D]``, mask ``[B, T']``, pooled ``[B, D]``."""
+        raise NotImplementedError
+
+    def forward(self, batch: ModalityBatch) -> ModalityBatch:
+        states, mask, pooled = self.network(batch.states, batch.mask.sum(1))
+        return ModalityBatch(states=states, mask=mask, pooled=pooled, present=batch.present)
+
+    def augment(self, batch: ModalityBatch, generator: torch.Generator) -> ModalityBatch:
+        limit = int(self.max_seconds * SAMPLE_RATE) if self.max_seconds else None
+        waves = []
+        for i, n in enumerate(batch.mask.sum(1).tolist()):
+            wave = batch.states[i, :n].detach().float().cpu()
+            if n > 0 and bool(batch.present[i]):
+                wave = self.augmentation(wave, generator)[:limit]
+            waves.append(wave)
+        states, lengths = waveform_batch(waves)
+        device = batch.states.device
+        mask = _lengths_mask(lengths, states.shape[1])
+        return ModalityBatch(states.to(device), mask.to(device), batch.pooled, batch.present)
+
+
 class ResidualBlock1d(nn.Module):
     """``ReLU(x + BN(Conv(ReLU(BN(Conv(x))))))`` over time, padded frames kept at zero."""
 
@@ -192,7 +260,8 @@ class ResidualBlock1d(nn.Module):
         return F.relu(x + self.bn2(self.conv2(h))) * keep
 
 
-class LSTMCNN(nn.Module):
+@register_trainable("audio", "lstm-cnn")
+class LSTMCNN(WaveformEncoder):
     """Paper 003's speech encoder (§2.2, eq. 8): per-utterance normalised 40 MFCCs ‖ 128-bin log-mel frames (§2.1.3),
     a CNN with residual connections for local patterns, then an LSTM over the sequence.
 
@@ -202,10 +271,12 @@ class LSTMCNN(nn.Module):
     3/5, hidden 128/256).
     """
 
+    name = "lstm-cnn"
     feature = "mfcc+logmel"
 
     def __init__(
         self,
+        max_seconds: float | None = DEFAULT_AUDIO_SECONDS,
         filters: int = 128,
         kernel: int = 5,
         hidden: int = 128,
@@ -213,7 +284,15 @@ class LSTMCNN(nn.Module):
         dropout: float = 0.2,
         bidirectional: bool = True,
     ):
-        super().__init__()
+        super().__init__(max_seconds)
+        self._options = {
+            "filters": filters,
+            "kernel": kernel,
+            "hidden": hidden,
+            "blocks": blocks,
+            "dropout": dropout,
+            "bidirectional": bidirectional,
+        }
         in_dim = spectral.N_MFCC + spectral.N_MELS
         self.stem = nn.Sequential(nn.Conv1d(in_dim, filters, kernel, padding=kernel // 2), nn.BatchNorm1d(filters))
         self.blocks = nn.ModuleList(ResidualBlock1d(filters, kernel, dropout) for _ in range(blocks))
@@ -221,17 +300,19 @@ class LSTMCNN(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out_dim = hidden * (2 if bidirectional else 1)
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, N]`` waveforms and their lengths -> states ``[B, T', D]``, mask ``[B, T']``, pooled ``[B, D]``."""
+    def options(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def network(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frames, mask = spectral_frames(self.feature, wave, lengths)
         x = _pad_time(spectral.normalise(frames, mask).transpose(1, 2), 2 ** (len(self.blocks) + 1))  # [B, F, T]
         n = mask.sum(1)
-        keep = (torch.arange(x.shape[-1], device=x.device)[None, :] < n[:, None])[:, None].to(x.dtype)
+        keep = _lengths_mask(n, x.shape[-1])[:, None].to(x.dtype)
         x = F.relu(self.stem(x)) * keep
         for block in [None, *self.blocks]:
             x = F.max_pool1d(x if block is None else block(x, keep), 2)
             n = (n // 2).clamp(min=1)
-            keep = (torch.arange(x.shape[-1], device=x.device)[None, :] < n[:, None])[:, None].to(x.dtype)
+            keep = _lengths_mask(n, x.shape[-1])[:, None].to(x.dtype)
         packed = pack_padded_sequence(x.transpose(1, 2), n.cpu(), batch_first=True, enforce_sorted=False)
         states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[-1])
         states = self.drop(states)
@@ -239,7 +320,8 @@ class LSTMCNN(nn.Module):
         return states, mask, _masked_mean(states, mask)
 
 
-class STFTCNN(nn.Module):
+@register_trainable("audio", "stft-cnn")
+class STFTCNN(WaveformEncoder):
     """Paper 001's audio branch (§3.3): a CNN over the STFT magnitude time-frequency image.
 
     The paper gives no layers; read as four 3x3 conv-BN-ReLU-maxpool(2) blocks over the per-utterance normalised log
@@ -247,10 +329,17 @@ class STFTCNN(nn.Module):
     then averaged out, so states are ``[T/32, channels]`` in time order and pooled their mean over real frames.
     """
 
+    name = "stft-cnn"
     feature = "stft"
 
-    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.2):
-        super().__init__()
+    def __init__(
+        self,
+        max_seconds: float | None = DEFAULT_AUDIO_SECONDS,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        dropout: float = 0.2,
+    ):
+        super().__init__(max_seconds)
+        self._options = {"channels": list(channels), "dropout": dropout}
         layers: list[nn.Module] = []
         previous = 1
         for i, c in enumerate(channels):
@@ -262,10 +351,26 @@ class STFTCNN(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out_dim = previous
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def options(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def network(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frames, mask = spectral_frames(self.feature, wave, lengths)
         x = _pad_time(spectral.normalise(frames, mask).transpose(1, 2)[:, None], 2**self.pools)  # [B, 1, F, T]
         states = self.drop(self.cnn(x).mean(2).transpose(1, 2))  # [B, T', C]
         n = (mask.sum(1) // 2**self.pools).clamp(min=1)
-        mask = torch.arange(states.shape[1], device=states.device)[None, :] < n[:, None]
+        mask = _lengths_mask(n, states.shape[1])
         return states, mask, _masked_mean(states, mask)
+
+
+def create_audio_encoder(
+    name: str, max_seconds: float | None = DEFAULT_AUDIO_SECONDS, device: str | None = None, **options: Any
+) -> Encoder:
+    """A network trained here (``lstm-cnn``, ``stft-cnn``), frozen features (``mfcc``, ``logmel``, ``stft``), or a
+    Hugging Face speech model by id or folder."""
+    trainable = create_trainable("audio", {"name": name, "max_seconds": max_seconds, **options}, device)
+    if trainable is not None:
+        return trainable
+    if name in FEATURE_WIDTHS:
+        return AudioFeatureEncoder(name, max_seconds)
+    return HFAudioEncoder(name, device=device, max_seconds=max_seconds)
