@@ -9,6 +9,7 @@ travel with the waveform; conversions (stereo mixed down, another rate resampled
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,9 @@ def _decode(raw: bytes, name: str) -> tuple[np.ndarray, int]:
         try:
             import librosa
 
-            data, rate = librosa.load(name, sr=None, mono=False)
+            with warnings.catch_warnings():  # its "PySoundFile failed, trying audioread" is what we already know
+                warnings.simplefilter("ignore")
+                data, rate = librosa.load(name, sr=None, mono=False)
         except Exception as exc:  # audioread raises its own zoo (NoBackendError, DecodeError, EOFError, ...)
             raise AudioLoadError(
                 "corrupt_audio", f"not a readable audio file ({first}; librosa: {type(exc).__name__})", name
