@@ -230,6 +230,34 @@ def test_hf_audio_encoder_by_local_folder(tmp_path: Path):
     assert len(enc.cache_key()) == 20
 
 
+def test_whisper_uses_its_encoder_and_keeps_the_frames_of_the_clip(tmp_path: Path):
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        vocab_size=64,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    WhisperModel(config).save_pretrained(tmp_path / "whisper")
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path / "whisper")
+    enc = create_audio_encoder(str(tmp_path / "whisper"), max_seconds=None, device="cpu")
+    assert enc.whisper and type(enc.model).__name__ == "WhisperEncoder"
+    states, pooled = enc.encode([tone(0.5), tone(2.5)])
+    assert [tuple(s.shape) for s in states] == [(25, 16), (125, 16)]  # 50 frames/s, not the 30 s of padding
+    assert pooled.shape == (2, 16)
+
+
 def test_missing_hf_audio_model_says_what_to_do(tmp_path: Path):
     with pytest.raises(OSError, match="built-in audio encoder"):
         create_audio_encoder(str(tmp_path / "nothing-here"))
@@ -427,6 +455,32 @@ def test_audio_trains_checkpoints_and_predicts_a_folder(tiny_ravdess, tiny_model
     assert rows[0] == ["id", "label"]
     assert sorted(r[0] for r in rows[1:]) == ["broken", "one", "sub/two"]  # the broken file is still predicted
     assert all(r[1] in prepared.bundle.labels for r in rows[1:])
+
+
+def test_cli_trains_and_evaluates_ravdess_emotion(tiny_ravdess, tiny_models, tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fusent.cli import app
+
+    root, emotions = tiny_ravdess
+    run = tmp_path / "run"
+    common = ["--cache-dir", str(tmp_path / "cache"), "-q"]
+    args = ["train", "--data", str(root), "--audio-model", "mfcc", "--label-set", "emotion", "--head", "native_cat"]
+    args += ["--text-model", str(tiny_models.bert), "--epochs", "2", "--out", str(run), "--device", "cpu", *common]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "checkpoint" / "config.json").read_text())
+    assert len(config["labels"]) == 8 and set(config["dims"]) == {"text", "audio"}
+    assert config["audio_encoder"] == {"name": "mfcc", "max_seconds": 10.0}
+    assert config["training"]["split"]["given_by_dataset"] and config["training"]["split"]["label_set"] == "emotion"
+    metrics = json.loads((run / "metrics.json").read_text())
+    n_val = sum(1 for sid in emotions if int(sid[-2:]) >= 17)
+    assert sum(map(sum, metrics["validation"]["confusion_matrix"])) == n_val  # actors 17-18 only
+    result = CliRunner().invoke(app, ["evaluate", str(run / "checkpoint"), "--data", str(root), *common])
+    assert result.exit_code == 0, result.output
+    assert f"n={n_val}" in result.output
 
 
 def test_cli_train_help_lists_audio_options():
