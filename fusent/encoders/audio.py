@@ -244,20 +244,28 @@ class WaveformEncoder(TrainableEncoder):
         return ModalityBatch(states.to(device), mask.to(device), batch.pooled, batch.present)
 
 
+class FrameNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each frame of a ``[B, C, T]`` tensor: unlike batch norm it never mixes in the
+    zeros of padded frames, and it behaves the same in training and evaluation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 class ResidualBlock1d(nn.Module):
-    """``ReLU(x + BN(Conv(ReLU(BN(Conv(x))))))`` over time, padded frames kept at zero."""
+    """``ReLU(x + Norm(Conv(ReLU(Norm(Conv(x))))))`` over time, padded frames kept at zero."""
 
     def __init__(self, channels: int, kernel: int, dropout: float):
         super().__init__()
         self.conv1 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
-        self.bn1 = nn.BatchNorm1d(channels)
+        self.norm1 = FrameNorm(channels)
         self.conv2 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
-        self.bn2 = nn.BatchNorm1d(channels)
+        self.norm2 = FrameNorm(channels)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        h = self.drop(F.relu(self.bn1(self.conv1(x)))) * keep
-        return F.relu(x + self.bn2(self.conv2(h))) * keep
+        h = self.drop(F.relu(self.norm1(self.conv1(x)))) * keep
+        return F.relu(x + self.norm2(self.conv2(h))) * keep
 
 
 @register_trainable("audio", "lstm-cnn")
@@ -268,7 +276,8 @@ class LSTMCNN(WaveformEncoder):
     Read as: a 1-D convolution stem over time, then ``blocks`` residual blocks, 2x max-pooling in time after the stem
     and after each block (100 -> 12.5 frames/s for two blocks), a bidirectional LSTM over the pooled frames;
     pooled = mean of the LSTM states over real frames. Sizes from the paper's search space (filters 64/128, kernel
-    3/5, hidden 128/256).
+    3/5, hidden 128/256). Convolutions are normalised per frame (``FrameNorm``), not batch-normalised: with batch
+    norm, padded frames leaked into the statistics and validation macro-F1 swung by 0.3 between epochs on RAVDESS.
     """
 
     name = "lstm-cnn"
@@ -277,7 +286,7 @@ class LSTMCNN(WaveformEncoder):
     def __init__(
         self,
         max_seconds: float | None = DEFAULT_AUDIO_SECONDS,
-        filters: int = 128,
+        filters: int = 64,
         kernel: int = 5,
         hidden: int = 128,
         blocks: int = 2,
@@ -294,7 +303,7 @@ class LSTMCNN(WaveformEncoder):
             "bidirectional": bidirectional,
         }
         in_dim = spectral.N_MFCC + spectral.N_MELS
-        self.stem = nn.Sequential(nn.Conv1d(in_dim, filters, kernel, padding=kernel // 2), nn.BatchNorm1d(filters))
+        self.stem = nn.Sequential(nn.Conv1d(in_dim, filters, kernel, padding=kernel // 2), FrameNorm(filters))
         self.blocks = nn.ModuleList(ResidualBlock1d(filters, kernel, dropout) for _ in range(blocks))
         self.lstm = nn.LSTM(filters, hidden, batch_first=True, bidirectional=bidirectional)
         self.drop = nn.Dropout(dropout)
