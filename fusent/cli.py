@@ -1,4 +1,5 @@
-"""``fusent`` command line: train, compare, evaluate, predict. Logs and progress go to stderr, results to stdout."""
+"""``fusent`` command line: train, compare, evaluate, predict, serve. Logs and progress go to stderr, results to
+stdout."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ CacheOpt = Annotated[
     Path | None, typer.Option(help="Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; problems still reported.")]
+QuantizeOpt = Annotated[
+    bool, typer.Option(help="CPU speed option: int8 dynamic quantisation of the (frozen) text encoder.")
+]
+OnnxOpt = Annotated[bool, typer.Option(help="CPU speed option: EfficientNet-Lite image encoder in ONNX Runtime.")]
 
 
 def _setup() -> None:
@@ -325,6 +330,8 @@ def evaluate(
     ] = "val",
     out: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here.")] = None,
     cache_dir: CacheOpt = None,
+    quantize_text: QuantizeOpt = False,
+    onnx: OnnxOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1, confusion."""
@@ -332,7 +339,7 @@ def evaluate(
     from .metrics import classification_metrics, format_metrics
     from .predict import Predictor
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
     samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config)
     proba = predictor.predict_proba_samples(samples, bundle.report, progress=not quiet)
     index = {label: i for i, label in enumerate(labels)}
@@ -371,6 +378,51 @@ def predict(
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `fusent train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 = this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Model calls running at once (a bounded thread pool).")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch intra-op threads (default: torch's choice).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, in MB.")] = 10.0,
+    max_image_pixels: Annotated[int, typer.Option(help="Largest image (width x height), from its header.")] = (
+        40_000_000
+    ),
+    max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 10_000,
+    max_batch: Annotated[int, typer.Option(help="Most posts in one /predict/batch request.")] = 64,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may wait and run before a 503.")] = 30.0,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
+    quantize_text: QuantizeOpt = False,
+    onnx: OnnxOpt = False,
+    device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")] = None,
+) -> None:
+    """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
+    GET /metadata, a web page at /, OpenAPI docs at /docs. Needs the serve extra: pip install 'fusent[serve]'."""
+    _setup()
+    try:
+        from .serve import ServeSettings
+        from .serve import serve as run_server
+    except ModuleNotFoundError as exc:
+        typer.echo(f"fusent serve needs {exc.name}, from the serve extra: pip install 'fusent[serve]'", err=True)
+        raise typer.Exit(2) from None
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    settings = ServeSettings(
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_image_pixels=max_image_pixels,
+        max_text_chars=max_text_chars,
+        max_batch=max_batch,
+        timeout_s=timeout,
+        workers=workers,
+        max_queue=max_queue,
+    )
+    options = {"device": device, "quantize_text": quantize_text, "onnx": onnx}
+    run_server(str(checkpoint), host, port, settings, options)
 
 
 @app.command()

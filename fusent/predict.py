@@ -1,37 +1,131 @@
-"""A Predictor loaded from a checkpoint: the model plus the frozen encoders it was trained on."""
+"""A Predictor loaded from a checkpoint: the model plus the frozen encoders it was trained on.
+
+``predict(text=, image=, audio=)`` answers one post in the shape Hugging Face pipelines use, with how much each
+modality contributed; ``predict_batch`` answers many; ``predict_samples`` runs whole datasets through the cache.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .data import ProblemReport, Sample
+from .data import ImageLoadError, ProblemReport, Sample, load_image
+from .data.images import MAX_IMAGE_PIXELS
+from .data.records import MODALITIES
+from .data.text import clean_text, decode_text
 from .encoders.base import pick_device
-from .features import FeatureCache, FeatureTable, build_features
+from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
+from .features import FeatureCache, FeatureTable, ModalityBatch, build_features
 from .model import FusentModel
 from .pipeline import build_encoders
 from .training import predict_logits
 
 
-class Predictor:
-    """``predict(text=..., image=..., audio=...)`` for one post; ``predict_samples`` for many (through the feature
-    cache)."""
+class InputError(ValueError):
+    """A post the model cannot take: ``kind`` names the problem (e.g. ``corrupt_image``, ``no_input``,
+    ``unsupported_modality``), ``field`` the input it is about; the REST service answers it with a 4xx."""
 
-    def __init__(self, model: FusentModel, cache: FeatureCache | None = None, device: str | None = None):
+    def __init__(self, kind: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.kind, self.field = kind, field
+
+
+class Prediction(list):
+    """``[{"label": ..., "score": ...}, ...]`` sorted by score, exactly a Hugging Face pipeline's answer, plus
+    ``contributions`` (modality -> share of the decision, for the modalities given) and how they were measured:
+    ``"learned_weights"`` (the head's own modality weights) or ``"masking"`` (the drop of the top label's
+    probability when that modality alone is hidden)."""
+
+    def __init__(self, scores: list[dict[str, Any]], contributions: dict[str, float], contribution_method: str):
+        super().__init__(scores)
+        self.contributions, self.contribution_method = contributions, contribution_method
+
+    @property
+    def label(self) -> str:
+        return self[0]["label"]
+
+    @property
+    def score(self) -> float:
+        return self[0]["score"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "score": self.score,
+            "scores": list(self),
+            "contributions": self.contributions,
+            "contribution_method": self.contribution_method,
+        }
+
+
+def to_image(item: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """A decoded RGB image from a path, encoded bytes, a PIL image or a uint8 / [0, 1] float numpy array
+    (HxW or HxWxC); ImageLoadError (a ValueError) says what is wrong otherwise."""
+    if isinstance(item, np.ndarray):
+        array = item
+        if array.dtype != np.uint8:
+            if not np.issubdtype(array.dtype, np.floating) or array.size == 0 or array.min() < 0 or array.max() > 1:
+                raise ImageLoadError("corrupt_image", "a numpy image must be uint8, or float with values in [0, 1]")
+            array = (array * 255).round().astype(np.uint8)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise ImageLoadError("corrupt_image", f"a numpy image must be HxW or HxWx3/4, got shape {array.shape}")
+        return Image.fromarray(array).convert("RGB")
+    if isinstance(item, bytearray | memoryview):
+        item = bytes(item)
+    if not isinstance(item, str | Path | bytes | Image.Image):
+        raise ImageLoadError("corrupt_image", f"cannot read an image from a {type(item).__name__}")
+    return load_image(Path(item) if isinstance(item, str) else item, max_pixels=max_pixels)
+
+
+class Predictor:
+    """``predict(text=..., image=...)`` for one post, ``predict_batch`` for several, ``predict_samples`` for a
+    dataset (through the feature cache). Only the modalities the fusion head reads get an encoder."""
+
+    def __init__(
+        self,
+        model: FusentModel,
+        cache: FeatureCache | None = None,
+        device: str | None = None,
+        quantize_text: bool = False,
+        onnx: bool = False,
+    ):
+        """``quantize_text``: int8 dynamic quantisation of a frozen text encoder; ``onnx``: the EfficientNet-Lite
+        image encoder through ONNX Runtime. Both are CPU speed options that change the scores slightly."""
         self.model = model.to(pick_device(device)).eval()
         cfg = model.config
-        text = {**cfg.text_encoder, "finetune_layers": 0} if cfg.text_encoder and not cfg.finetune_text else {}
-        self.encoders, _ = build_encoders(
-            text or {"name": "none"}, cfg.image_encoder or {"name": "none"}, device, cfg.audio_encoder or None
-        )
-        if cfg.finetune_text:
+        self.modalities = [m for m in MODALITIES if m in model.head.uses]
+        text = {}
+        if "text" in self.modalities and cfg.text_encoder and not cfg.finetune_text:
+            text = {**cfg.text_encoder, "finetune_layers": 0}
+        image = cfg.image_encoder if "image" in self.modalities and cfg.image_encoder else {}
+        audio = cfg.audio_encoder if "audio" in self.modalities and cfg.audio_encoder else {}
+        if text or image or audio:
+            self.encoders, _ = build_encoders(text or {"name": "none"}, image or {"name": "none"}, device, audio)
+        else:  # a fine-tuned text-only model encodes its text itself
+            self.encoders = {}
+        if cfg.finetune_text and "text" in self.modalities:
             self.encoders["text"] = None  # the model encodes text itself
+        if quantize_text and self.encoders.get("text") is not None:
+            self.encoders["text"] = Int8TextEncoder(self.encoders["text"])
+        if onnx and self.encoders.get("image") is not None:
+            self.encoders["image"] = OnnxImageEncoder(self.encoders["image"])
+        self.runtime = {
+            "quantize_text": isinstance(self.encoders.get("text"), Int8TextEncoder),
+            "onnx_image": isinstance(self.encoders.get("image"), OnnxImageEncoder),
+        }
         self.labels = cfg.labels
         self.cache = cache
+        self.max_image_pixels = MAX_IMAGE_PIXELS
+        weights = model.head.report().get("modality_weights")
+        self.learned_weights: dict[str, float] | None = dict(weights) if weights else None
 
     @classmethod
     def from_pretrained(
@@ -40,9 +134,22 @@ class Predictor:
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         device: str | None = None,
+        quantize_text: bool = False,
+        onnx: bool = False,
     ) -> Predictor:
+        """``use_cache=False`` for serving: every request would otherwise add files to the on-disk cache."""
         model = FusentModel.from_pretrained(checkpoint, device=device)
-        return cls(model, FeatureCache(cache_dir) if use_cache else None, device)
+        return cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx)
+
+    def warm_up(self) -> None:
+        """One throw-away prediction with every modality, so the first real request does not pay for
+        allocator and kernel setup (hundreds of milliseconds)."""
+        post = {"text": "warm up", "image": Image.new("RGB", (64, 64), (128, 128, 128))}
+        post = {m: v for m, v in post.items() if m in self.modalities}
+        if post:
+            self.predict_batch([post])
+
+    # ------------------------------------------------------------------------------------------ datasets
 
     def features(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
@@ -69,12 +176,102 @@ class Predictor:
         proba = self.predict_proba_samples(samples, report, progress)
         return [self.labels[i] for i in proba.argmax(1)] if len(proba) else []
 
-    def predict(self, text: str | None = None, image: Any = None, audio: Any = None) -> list[dict[str, Any]]:
-        """One post -> ``[{"label": ..., "score": ...}]`` sorted by score (the Hugging Face pipeline shape).
-        ``audio``: a file path, its bytes, a ``(waveform, rate)`` pair or a 16 kHz waveform."""
-        sample = Sample(id="input", text=text or None, image=image, audio=audio)
-        proba = self.predict_proba_samples([sample], progress=False)[0]
-        return sorted(
-            ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba, strict=True)),
-            key=lambda r: -r["score"],
-        )
+    # ------------------------------------------------------------------------------------------ posts
+
+    def predict(self, text: str | bytes | None = None, image: Any = None, audio: Any = None) -> Prediction:
+        """One post -> ``[{"label": ..., "score": ...}]`` sorted by score, with ``.contributions``.
+
+        ``image``: a path, encoded bytes, a PIL image or a numpy array; ``audio``: what the audio loader takes.
+        Raises InputError when nothing is given, when the model was trained without a given modality, or when
+        an input cannot be read (a broken input is never silently treated as missing here).
+        """
+        return self._predict_chunk([self.sample({"text": text, "image": image, "audio": audio})])[0]
+
+    def predict_batch(self, posts: Sequence[Mapping[str, Any]], batch_size: int = 32) -> list[Prediction]:
+        """Several posts, each a mapping with any of ``text``, ``image``, ``audio``; encoded ``batch_size`` at a
+        time. Every post is checked before any is encoded, so a bad one fails fast with its index."""
+        samples = [self.sample(post, str(i)) for i, post in enumerate(posts)]
+        out: list[Prediction] = []
+        for start in range(0, len(samples), batch_size):
+            out += self._predict_chunk(samples[start : start + batch_size])
+        return out
+
+    def sample(self, post: Mapping[str, Any], sample_id: str = "input") -> Sample:
+        """Check one post and decode its inputs (text cleaned as at training time, images decoded to RGB)."""
+        where = f"post {sample_id}: " if sample_id != "input" else ""
+        unknown = set(post) - set(MODALITIES) - {"text", "image", "audio"}
+        if unknown:
+            raise InputError("unknown_field", f"{where}unknown field(s) {sorted(unknown)}; give text, image, audio")
+        given = {m: v for m, v in post.items() if v is not None}
+        text = given.get("text")
+        if text is not None:
+            if isinstance(text, bytes | bytearray):
+                text = decode_text(bytes(text))[0]
+            elif isinstance(text, str):
+                text = clean_text(text)
+            else:
+                raise InputError("bad_text", f"{where}text must be a str, got {type(text).__name__}", "text")
+            if not text:
+                given.pop("text")
+        if not given:
+            raise InputError("no_input", f"{where}give at least one of: {', '.join(self.modalities)}")
+        for m in given:
+            if m not in self.modalities:
+                raise InputError(
+                    "unsupported_modality",
+                    f"{where}this model was trained without {m} (it reads: {', '.join(self.modalities)})",
+                    m,
+                )
+        image = given.get("image")
+        if image is not None:
+            try:
+                image = to_image(image, self.max_image_pixels)
+            except ImageLoadError as exc:
+                raise InputError(exc.kind, f"{where}{exc}", "image") from None
+        fields = {"text": text or None, "image": image}
+        if "audio" in given:
+            fields["audio"] = given["audio"]  # decoded by the audio encoder's loader
+        return Sample(id=sample_id, **fields)
+
+    @torch.inference_mode()
+    def _predict_chunk(self, samples: list[Sample]) -> list[Prediction]:
+        report = ProblemReport()
+        table = self.features(samples, report, progress=False)
+        if report.counts:  # an input the loaders could not use (images were checked already: e.g. audio)
+            kind = next(iter(report.counts))
+            raise InputError(kind, "; ".join(report.messages), kind.rsplit("_", 1)[-1])
+        model, index = self.model, torch.arange(len(samples))
+        # trainable encoders (inception-sa, lstm-cnn) and a fine-tuned text encoder run inside the model
+        inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
+        proba = torch.softmax(model.head(inputs), -1).cpu()
+        present = {m: inputs[m].present.cpu() for m in self.modalities}
+        contributions, method = self._contributions(inputs, proba, present)
+        out = []
+        for i in range(len(samples)):
+            scores = sorted(
+                ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba[i], strict=True)),
+                key=lambda r: -r["score"],
+            )
+            given = {m: round(float(contributions[m][i]), 6) for m in self.modalities if present[m][i]}
+            out.append(Prediction(scores, given, method))
+        return out
+
+    def _contributions(
+        self, inputs: dict[str, ModalityBatch], proba: torch.Tensor, present: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], str]:
+        """Per-modality shares ``[B]``: the head's learned weights renormalised over the modalities each post has
+        (as the weighted head itself does), else the fall of the top label's probability when one is masked."""
+        if self.learned_weights is not None:
+            w = torch.stack([torch.tensor(self.learned_weights[m]) * present[m] for m in self.modalities], 1)
+            w = w / w.sum(1, keepdim=True).clamp(min=1e-12)
+            return {m: w[:, j] for j, m in enumerate(self.modalities)}, "learned_weights"
+        top = proba.argmax(1, keepdim=True)
+        out = {}
+        for m in self.modalities:
+            if not present[m].any():
+                out[m] = torch.zeros(len(proba))
+                continue
+            masked = {**inputs, m: dataclasses.replace(inputs[m], present=torch.zeros_like(inputs[m].present))}
+            masked_proba = torch.softmax(self.model.head(masked), -1).cpu()
+            out[m] = (proba.gather(1, top) - masked_proba.gather(1, top))[:, 0]
+        return out, "masking"

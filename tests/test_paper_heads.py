@@ -122,3 +122,23 @@ def test_self_attention_mixes_the_modalities():
     a2 = head.self_attention(z2, z2, z2, need_weights=False)[0][:, 0]
     assert not torch.allclose(a, a2, atol=1e-5)
     assert not torch.allclose(out, changed)
+
+
+def test_pool_patch_grid_averages_square_maps_only():
+    from fusent.fusion.tokens import pool_patch_grid
+
+    # a 4x4 map of patch values 0..15 (row-major) pooled to 2x2: each cell is the mean of a 2x2 block
+    states = torch.arange(16.0).reshape(1, 16, 1)
+    mask = torch.ones(1, 16, dtype=torch.bool)
+    pooled, keep = pool_patch_grid(states, mask, 2)
+    assert pooled.flatten().tolist() == [2.5, 4.5, 10.5, 12.5] and keep.all()
+    # a leading CLS token (1 + 16 positions) is kept as it is
+    with_cls = torch.cat([torch.full((1, 1, 1), -1.0), states], 1)
+    pooled, keep = pool_patch_grid(with_cls, torch.ones(1, 17, dtype=torch.bool), 2)
+    assert pooled.flatten().tolist() == [-1.0, 2.5, 4.5, 10.5, 12.5]
+    # an absent image (all positions masked) stays masked; grid 0 or a small map passes through
+    _, keep = pool_patch_grid(states, torch.zeros(1, 16, dtype=torch.bool), 2)
+    assert not keep.any()
+    assert pool_patch_grid(states, mask, 0)[0] is states and pool_patch_grid(states, mask, 4)[0] is states
+    odd = torch.zeros(1, 15, 1)  # not a square map
+    assert pool_patch_grid(odd, torch.ones(1, 15, dtype=torch.bool), 2)[0] is odd

@@ -17,8 +17,9 @@ class ImageLoadError(LoadError):
     """An image that cannot be used (kind missing_image / corrupt_image / truncated_image / too_large_image)."""
 
 
-def load_image(source: Path | bytes | Image.Image) -> Image.Image:
-    """Return a fully decoded RGB image or raise ImageLoadError(kind in missing/corrupt/truncated/too_large)."""
+def load_image(source: Path | bytes | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Return a fully decoded RGB image or raise ImageLoadError(kind in missing/corrupt/truncated/too_large).
+    ``max_pixels`` is checked from the header, before any pixel is decoded."""
     if isinstance(source, Image.Image):
         return source.convert("RGB")
     name = "<bytes>"
@@ -34,9 +35,9 @@ def load_image(source: Path | bytes | Image.Image) -> Image.Image:
         raise ImageLoadError("corrupt_image", "image file is empty", name)
     try:
         with Image.open(io.BytesIO(source)) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
+            if img.width * img.height > max_pixels:
                 raise ImageLoadError(
-                    "too_large_image", f"image has {img.width}x{img.height} pixels (limit {MAX_IMAGE_PIXELS})", name
+                    "too_large_image", f"image has {img.width}x{img.height} pixels (limit {max_pixels})", name
                 )
             img.load()
             return img.convert("RGB")

@@ -73,9 +73,13 @@ class EfficientNetLiteEncoder(nn.Module, Encoder):
 
     @torch.no_grad()
     def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        fmap = self.model.extract_features(self.preprocess(items).to(self.device))
-        states = fmap.flatten(2).transpose(1, 2).cpu()  # [B, H*W, C]
-        return list(states), states.mean(1)
+        return feature_map_outputs(self.model.extract_features(self.preprocess(items).to(self.device)))
+
+
+def feature_map_outputs(fmap: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``[B, C, H, W]`` feature map -> per-sample patch states ``[H*W, C]`` and their mean (the pooled vector)."""
+    states = fmap.flatten(2).transpose(1, 2).cpu()  # [B, H*W, C]
+    return list(states), states.mean(1)
 
 
 class HFImageEncoder(nn.Module, Encoder):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .base import FusionHead, Inputs, classifier, register_head
-from .tokens import TokenProjector, masked_mean
+from .tokens import DEFAULT_PATCH_GRID, TokenProjector, masked_mean
 
 
 @register_head("cmac")
@@ -24,11 +24,19 @@ class CMAC(FusionHead):
 
     uses_states = True
 
-    def __init__(self, dims: dict[str, int], num_classes: int, d_model: int = 128, heads: int = 4, **kwargs):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        num_classes: int,
+        d_model: int = 128,
+        heads: int = 4,
+        patch_grid: int = DEFAULT_PATCH_GRID,
+        **kwargs,
+    ):
         super().__init__(dims, num_classes, **kwargs)
         if len(self.uses) < 2:
             raise ValueError(f"cmac attends across modalities: it needs two or three, features have {self.uses}")
-        self.tokens = TokenProjector(self.dims, d_model, self.uses)
+        self.tokens = TokenProjector(self.dims, d_model, self.uses, patch_grid)
         self.attend = nn.ModuleDict(
             {
                 f"{q}_to_{m}": nn.MultiheadAttention(d_model, heads, dropout=self.dropout, batch_first=True)

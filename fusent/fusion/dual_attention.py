@@ -7,7 +7,7 @@ from torch import nn
 
 from .base import Inputs, register_head
 from .self_attention import SelfAttentionFusion
-from .tokens import TokenProjector
+from .tokens import DEFAULT_PATCH_GRID, TokenProjector
 
 
 @register_head("dual_attention")
@@ -23,11 +23,13 @@ class DualAttentionFusion(SelfAttentionFusion):
 
     uses_states = True
 
-    def __init__(self, dims: dict[str, int], num_classes: int, heads: int = 1, **kwargs):
+    def __init__(
+        self, dims: dict[str, int], num_classes: int, heads: int = 1, patch_grid: int = DEFAULT_PATCH_GRID, **kwargs
+    ):
         super().__init__(dims, num_classes, heads=heads, **kwargs)
         if len(self.uses) < 2:
             raise ValueError(f"dual_attention attends across modalities: it needs two or three, got {self.uses}")
-        self.tokens = TokenProjector(self.dims, self.d_model, self.uses)
+        self.tokens = TokenProjector(self.dims, self.d_model, self.uses, patch_grid)
         self.cross = nn.ModuleDict(
             {m: nn.MultiheadAttention(self.d_model, heads, dropout=self.dropout, batch_first=True) for m in self.uses}
         )

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .base import FusionHead, Inputs, classifier, register_head
-from .tokens import TokenProjector, masked_mean
+from .tokens import DEFAULT_PATCH_GRID, TokenProjector, masked_mean
 
 
 @register_head("hstec")
@@ -22,10 +22,17 @@ class HSTEC(FusionHead):
     uses_states = True
 
     def __init__(
-        self, dims: dict[str, int], num_classes: int, d_model: int = 128, heads: int = 4, layers: int = 1, **kwargs
+        self,
+        dims: dict[str, int],
+        num_classes: int,
+        d_model: int = 128,
+        heads: int = 4,
+        layers: int = 1,
+        patch_grid: int = DEFAULT_PATCH_GRID,
+        **kwargs,
     ):
         super().__init__(dims, num_classes, **kwargs)
-        self.tokens = TokenProjector(self.dims, d_model, self.uses)
+        self.tokens = TokenProjector(self.dims, d_model, self.uses, patch_grid)
         layer = nn.TransformerEncoderLayer(
             d_model, heads, dim_feedforward=2 * d_model, dropout=self.dropout, batch_first=True, norm_first=True
         )

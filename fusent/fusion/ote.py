@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .base import FusionHead, Inputs, register_head
-from .tokens import TokenProjector
+from .tokens import DEFAULT_PATCH_GRID, TokenProjector
 
 
 @register_head("ote")
@@ -30,11 +30,12 @@ class OTE(FusionHead):
         layers: int = 1,
         heads: int = 4,
         dropout: float = 0.3,
+        patch_grid: int = DEFAULT_PATCH_GRID,
         **kwargs,
     ):
         # CPU-sized defaults (the paper's 768-d, 12-head setting is for a GPU and fine-tuned encoders)
         super().__init__(dims, num_classes, dropout=dropout, **kwargs)
-        self.tokens = TokenProjector(self.dims, d_model, self.uses)
+        self.tokens = TokenProjector(self.dims, d_model, self.uses, patch_grid)
         self.cls = nn.Parameter(torch.randn(d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
             d_model, heads, dim_feedforward=2 * d_model, dropout=self.dropout, batch_first=True, norm_first=True

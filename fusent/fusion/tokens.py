@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .base import Inputs
 
@@ -16,12 +18,34 @@ def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+DEFAULT_PATCH_GRID = 3  # image patches per side the attention heads see (Lite2 gives 9 x 9)
+
+
+def pool_patch_grid(states: torch.Tensor, mask: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average a square patch map (``L = s*s`` patches, or ``1 + s*s`` with a leading CLS token, which is kept)
+    down to ``grid x grid`` patches. Anything else (or ``grid <= 0``, or ``s <= grid``) passes unchanged."""
+    n = states.shape[1]
+    lead = next((k for k in (0, 1) if n > k and math.isqrt(n - k) ** 2 == n - k), None)
+    if grid <= 0 or lead is None or math.isqrt(n - lead) <= grid:
+        return states, mask
+    b, d, side = states.shape[0], states.shape[2], math.isqrt(n - lead)
+    patches = states[:, lead:].transpose(1, 2).reshape(b, d, side, side)
+    pooled = F.adaptive_avg_pool2d(patches, grid).flatten(2).transpose(1, 2)
+    real = F.adaptive_max_pool2d(mask[:, lead:].reshape(b, 1, side, side).to(states.dtype), grid).flatten(1) > 0
+    return torch.cat([states[:, :lead], pooled], 1), torch.cat([mask[:, :lead], real], 1)
+
+
 class TokenProjector(nn.Module):
     """``W_m H_m + e_m`` for each modality m; a row whose modality is absent becomes one learned missing token,
-    so attention never sees an empty (all-masked) key set."""
+    so attention never sees an empty (all-masked) key set.
 
-    def __init__(self, dims: dict[str, int], d_model: int, modalities: Sequence[str]):
+    ``patch_grid`` > 0 first averages the image patch map to that many patches a side: attention cost grows with
+    the square of the sequence, and 81 Lite2 patches made the attention heads minutes per run on a CPU.
+    """
+
+    def __init__(self, dims: dict[str, int], d_model: int, modalities: Sequence[str], patch_grid: int = 0):
         super().__init__()
+        self.patch_grid = patch_grid
         self.project = nn.ModuleDict(
             {m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], d_model)) for m in modalities}
         )
@@ -31,9 +55,12 @@ class TokenProjector(nn.Module):
     def forward(self, inputs: Inputs, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x [B, L, d_model], keep [B, L])``: projected states and which positions are real."""
         batch = inputs[modality]
-        x = self.project[modality](batch.states) + self.modality_embedding[modality]
+        states, mask = batch.states, batch.mask
+        if modality == "image":
+            states, mask = pool_patch_grid(states, mask, self.patch_grid)
+        x = self.project[modality](states) + self.modality_embedding[modality]
         absent = ~batch.present
-        keep = batch.mask & batch.present[:, None]
+        keep = mask & batch.present[:, None]
         x[:, 0] = torch.where(absent[:, None], self.missing_token[modality].expand_as(x[:, 0]), x[:, 0])
         keep[:, 0] = keep[:, 0] | absent
         return x, keep

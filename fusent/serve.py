@@ -1,0 +1,430 @@
+"""``fusent serve``: a REST service and a small web page over a Predictor (FastAPI + uvicorn).
+
+Only this module imports FastAPI, so the rest of fusent works without the ``serve`` extra. Model calls run in a
+bounded pool of worker threads, off the event loop; a request waits for a free worker at most ``timeout_s``
+(queue included), and work is handed to a worker only when one is free, so a request that gave up never runs.
+Bad input is answered with a 4xx and a JSON body ``{"error": kind, "detail": message, "field": name}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .predict import InputError, Prediction, Predictor
+
+log = logging.getLogger("fusent")
+T = TypeVar("T")
+
+#: HTTP status of each InputError kind (anything else about the input is a 422).
+_STATUS = {"too_large_image": 413, "payload_too_large": 413, "text_too_long": 413, "batch_too_large": 413}
+
+
+@dataclass
+class ServeSettings:
+    """Limits of the service; every one is a ``fusent serve`` option."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024  # per request body (base64 in JSON counts at its encoded size)
+    max_image_pixels: int = 40_000_000  # checked from the image header, before decoding (decompression bombs)
+    max_text_chars: int = 10_000
+    max_batch: int = 64
+    timeout_s: float = 30.0  # queue wait + model time of one request
+    workers: int = 1  # model calls at once; each uses torch's intra-op threads
+    max_queue: int = 512  # requests waiting for a worker before new ones get 503
+    image_types: tuple[str, ...] = (
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+        "application/octet-stream",  # a file without a known extension: the decoder decides
+    )
+    audio_types: tuple[str, ...] = (
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/vnd.wave",
+        "audio/flac",
+        "audio/x-flac",
+        "audio/mpeg",
+        "audio/ogg",
+        "application/octet-stream",
+    )
+
+
+class ApiError(Exception):
+    """An answer other than 200: status, machine-readable kind, a message a person can act on."""
+
+    def __init__(self, status: int, kind: str, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.status, self.kind, self.detail, self.field = status, kind, detail, field
+
+
+# ------------------------------------------------------------------------------------------------ schemas
+
+
+class PostJSON(BaseModel):
+    """One post as JSON: files as base64 (a ``data:...;base64,`` prefix is accepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, description="The post's text.")
+    image: str | None = Field(None, description="The image file, base64-encoded.")
+    audio: str | None = Field(None, description="The audio file, base64-encoded.")
+
+
+class BatchJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    posts: list[PostJSON]
+
+
+class Score(BaseModel):
+    label: str
+    score: float
+
+
+class PredictResponse(BaseModel):
+    label: str = Field(description="The most probable label.")
+    score: float = Field(description="Its probability.")
+    scores: list[Score] = Field(description="Every label with its probability, sorted (Hugging Face shape).")
+    contributions: dict[str, float] = Field(description="Share of the decision per modality given.")
+    contribution_method: str = Field(description="learned_weights (the head's) or masking (top-score drop).")
+
+
+class BatchResponse(BaseModel):
+    predictions: list[PredictResponse]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: str
+    field: str | None = None
+
+
+_MULTIPART = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string"},
+        "image": {"type": "string", "format": "binary"},
+        "audio": {"type": "string", "format": "binary"},
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "Malformed body"),
+        (413, "Upload, text or image too large"),
+        (415, "Content type not allowed"),
+        (422, "Bad input: nothing given, unreadable file, modality the model lacks"),
+        (503, "Busy or timed out; retry later"),
+    )
+}
+
+
+# ------------------------------------------------------------------------------------------------ plumbing
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies over ``limit`` bytes: at once from Content-Length, else while the
+    body streams in (chunked uploads), so an oversize upload is never read whole."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            response = _error(self._error())
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise self._error()
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _error(self) -> ApiError:
+        return ApiError(413, "payload_too_large", f"request body over the {self.limit:,}-byte limit (--max-upload-mb)")
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    body = {"error": exc.kind, "detail": exc.detail, "field": exc.field}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+class Runner:
+    """A bounded pool of model workers. A request waits (FIFO) for a free worker, then its call runs in a
+    thread; the worker is released when the call really ends, even if the request timed out meanwhile."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="fusent-model")
+        self.slots = asyncio.Semaphore(settings.workers)
+        self.waiting = 0
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        s = self.settings
+        if self.waiting >= s.max_queue:
+            raise ApiError(503, "busy", f"{self.waiting} requests already waiting (--max-queue); retry later")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.timeout_s
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self.slots.acquire(), s.timeout_s)
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"no worker free within {s.timeout_s:g}s (--timeout); retry later") from None
+        finally:
+            self.waiting -= 1
+        future = loop.run_in_executor(self.pool, fn)
+        future.add_done_callback(lambda _: self.slots.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0.001))
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"prediction took over {s.timeout_s:g}s (--timeout)") from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _decode_base64(value: str, name: str) -> bytes:
+    match = re.match(r"data:([\w.+/-]*)(;[^,]*)?,", value)
+    if match:
+        value = value[match.end() :]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "bad_base64", f"{name} is not valid base64", name) from None
+
+
+def _check_text(text: Any, settings: ServeSettings, where: str = "") -> None:
+    if isinstance(text, str | bytes) and len(text) > settings.max_text_chars:
+        raise ApiError(
+            413,
+            "text_too_long",
+            f"{where}text has {len(text):,} characters (limit {settings.max_text_chars:,}, --max-text-chars)",
+            "text",
+        )
+
+
+def _post_from_json(post: PostJSON, settings: ServeSettings, where: str = "") -> dict[str, Any]:
+    _check_text(post.text, settings, where)
+    out: dict[str, Any] = {"text": post.text}
+    for name in ("image", "audio"):
+        value = getattr(post, name)
+        if value is not None:
+            out[name] = _decode_base64(value, f"{where}{name}")
+    return out
+
+
+async def _post_from_form(request: Request, settings: ServeSettings) -> dict[str, Any]:
+    try:
+        form = await request.form(max_files=3, max_fields=3, max_part_size=settings.max_upload_bytes)
+    except ApiError:
+        raise
+    except Exception as exc:  # malformed multipart (the parser's own errors)
+        raise ApiError(400, "bad_multipart", f"cannot parse the multipart body: {exc}") from None
+    try:
+        unknown = sorted(set(form.keys()) - {"text", "image", "audio"})
+        if unknown:
+            raise ApiError(422, "unknown_field", f"unknown form field(s) {unknown}; give text, image, audio")
+        post: dict[str, Any] = {}
+        text = form.get("text")
+        post["text"] = (await text.read()) if isinstance(text, UploadFile) else text
+        _check_text(post["text"], settings)
+        for name, allowed in (("image", settings.image_types), ("audio", settings.audio_types)):
+            item = form.get(name)
+            if item is None or item == "":
+                continue
+            if not isinstance(item, UploadFile):
+                raise ApiError(422, f"bad_{name}", f"{name} must be a file upload", name)
+            kind = (item.content_type or "application/octet-stream").split(";")[0].strip().lower()
+            if kind not in allowed:
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    f"{name} has content type {kind!r}; allowed: {', '.join(allowed)}",
+                    name,
+                )
+            data = await item.read()
+            if data:  # an empty file input (nothing chosen) is "not given"
+                post[name] = data
+        return post
+    finally:
+        await form.close()
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app answering with ``predictor`` (which must have no feature cache)."""
+    if predictor.cache is not None:
+        raise ValueError("serve a Predictor without a feature cache (use_cache=False): requests would fill the disk")
+    settings = settings or ServeSettings()
+    predictor.max_image_pixels = settings.max_image_pixels
+    runner = Runner(settings)
+    config = predictor.model.config
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="fusent",
+        version=__version__,
+        description="Multimodal sentiment prediction: POST a post's text, image (and audio) to /predict.",
+    )
+    app.state.runner = runner
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(ApiError(422, "invalid_request", str(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(ApiError(exc.status_code, "http_error", str(exc.detail)))
+
+    async def answer(posts: list[dict[str, Any]], batch: bool) -> list[Prediction]:
+        try:
+            if batch:
+                return await runner.run(lambda: predictor.predict_batch(posts))
+            return [await runner.run(lambda: predictor.predict(**posts[0]))]
+        except InputError as exc:
+            raise ApiError(_STATUS.get(exc.kind, 422), exc.kind, str(exc), exc.field) from None
+
+    async def read_json(request: Request, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise ApiError(422, "invalid_json", problems) from None
+
+    def content_type(request: Request) -> str:
+        return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": _MULTIPART},
+                    "application/json": {"schema": PostJSON.model_json_schema()},
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> dict[str, Any]:
+        """One post: multipart (``text`` field, ``image`` and ``audio`` files; a form with text only may be
+        url-encoded) or JSON with base64 files."""
+        kind = content_type(request)
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            post = await _post_from_form(request, settings)
+        elif kind == "application/json":
+            post = _post_from_json(await read_json(request, PostJSON), settings)
+        else:
+            raise ApiError(415, "unsupported_media_type", "send multipart/form-data or application/json", None)
+        return (await answer([post], batch=False))[0].to_dict()
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": BatchJSON.model_json_schema()}},
+            }
+        },
+    )
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        """Several posts as JSON ``{"posts": [{"text": ..., "image": base64}, ...]}``; answered in order."""
+        if content_type(request) != "application/json":
+            raise ApiError(415, "unsupported_media_type", 'send application/json: {"posts": [...]}')
+        batch = await read_json(request, BatchJSON)
+        if not batch.posts:
+            raise ApiError(422, "no_input", "posts is empty")
+        if len(batch.posts) > settings.max_batch:
+            raise ApiError(413, "batch_too_large", f"{len(batch.posts)} posts (limit {settings.max_batch})")
+        posts = [_post_from_json(p, settings, f"post {i}: ") for i, p in enumerate(batch.posts)]
+        return {"predictions": [p.to_dict() for p in await answer(posts, batch=True)]}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "waiting": runner.waiting}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        """What the model answers (labels), what it reads (modalities, encoders), how (fusion head), limits."""
+        return {
+            "labels": predictor.labels,
+            "modalities": predictor.modalities,
+            "encoders": {m: getattr(config, f"{m}_encoder", {}) for m in predictor.modalities},
+            "fusion_head": config.head,
+            "head_kwargs": config.head_kwargs,
+            "contribution_method": "learned_weights" if predictor.learned_weights else "masking",
+            "learned_weights": predictor.learned_weights,
+            "runtime": predictor.runtime,
+            "version": __version__,
+            "checkpoint_version": config.fusent_version,
+            "limits": {k: v for k, v in asdict(settings).items() if k != "workers"},
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((resources.files("fusent") / "static" / "index.html").read_text(encoding="utf-8"))
+
+    return app
+
+
+def serve(
+    checkpoint: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServeSettings | None = None,
+    predictor_options: dict[str, Any] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load the checkpoint (no feature cache) and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    predictor = Predictor.from_pretrained(checkpoint, use_cache=False, **(predictor_options or {}))
+    predictor.warm_up()
+    uvicorn.run(create_app(predictor, settings), host=host, port=port, log_level=log_level)
