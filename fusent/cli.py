@@ -285,13 +285,15 @@ def compare(
     ANOVA) and plots (bars with error bars, confusion matrix and per-class F1 per epoch of the best head)."""
     _setup()
     from .compare import run_compare, summarise, write_report
-    from .fusion import available_heads, head_uses_states
+    from .fusion import available_heads, head_fits, head_uses_states
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     _check_heads(names)
     settings, config, head_kwargs = _configs(options)
     out = out or Path("runs") / f"{data.stem}-compare"
     pooled = _prepare(data, options, settings, quiet, keep_states=False)
+    if heads == "all":  # e.g. audio_only on text+image data: every head that can read these modalities
+        names = [h for h in names if head_fits(h, pooled.dims)]
     needs_states = any(head_uses_states(h) for h in names)
     with_states = _prepare(data, options, settings, quiet, keep_states=True) if needs_states else None
     typer.echo(

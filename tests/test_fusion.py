@@ -263,3 +263,11 @@ def test_head_kwargs_are_applied():
     assert linear[-1].out_features == C
     ote = create_head("ote", DIMS, C, d_model=16, layers=1, heads=2)
     assert len(ote.encoder.layers) == 1 and ote.cls.shape == (16,)
+
+
+def test_head_fits_says_which_heads_these_modalities_can_feed():
+    from fusent.fusion import head_fits
+
+    assert head_fits("audio_only", {"text": 8, "audio": 4}) and not head_fits("audio_only", DIMS)
+    assert not head_fits("cmac", {"text": 8}) and head_fits("cmac", {"text": 8, "audio": 4})
+    assert all(head_fits(h, ALL_DIMS) for h in HEADS)
