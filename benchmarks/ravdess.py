@@ -10,7 +10,7 @@
 Prints the machine load (2 shared cores while this was written) and every figure; nothing is hard-coded.
 
     .venv/bin/python benchmarks/ravdess.py [--data ../shared/data/ravdess_speech] [--audio-model lstm-cnn]
-        [--epochs 40] [--threads 1] [--cache-dir DIR]
+        [--epochs 40] [--threads 1] [--cache-dir DIR] [--augment] [--steps 1,2,3]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's fusent, not whichever one the interpreter has installed
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess_speech"
 
 
@@ -86,6 +87,7 @@ def main() -> int:
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
     parser.add_argument("--steps", default="1,2,3")
+    parser.add_argument("--augment", action="store_true", help="pitch shift / time stretch / noise on training clips")
     args = parser.parse_args()
     if not (args.data / "Actor_01").exists():
         print(f"SKIP: {args.data} not found", file=sys.stderr)
@@ -105,7 +107,7 @@ def main() -> int:
         if "1" in steps:
             extraction(args.data, cache_dir, args.extract.split(","))
         config = TrainConfig(
-            epochs=args.epochs, batch_size=32, lr=1e-3, class_weights="balanced", augment=True, patience=12,
+            epochs=args.epochs, batch_size=32, lr=1e-3, class_weights="balanced", augment=args.augment, patience=12,
             seed=args.seed,
         )  # fmt: skip
         if "2" in steps:
