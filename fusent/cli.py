@@ -18,7 +18,7 @@ from .pipeline import EncoderSettings
 from .training import TrainConfig
 
 app = typer.Typer(
-    help="fusent: multimodal (text + image) sentiment analysis. Train a fusion head on frozen pretrained "
+    help="fusent: multimodal (text + image + audio) sentiment analysis. Train a fusion head on frozen pretrained "
     "encoders, evaluate it, and predict labels for new posts. Runs offline with the packaged default encoders.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,8 +32,9 @@ DataOpt = Annotated[
         "--data",
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
         "folder (labels.csv, test_without_label.csv, images/), a CMU-MOSI style regression folder (label.csv with "
-        "id,text,label in [-3,3],mode; test_without_label.csv), or a CSV/JSONL manifest with columns "
-        "id,text,image,label (empty label = to predict).",
+        "id,text,label in [-3,3],mode; test_without_label.csv), a RAVDESS speech folder (Actor_NN/*.flac; split by "
+        "actor), a CSV/JSONL manifest with columns id,text,image,audio,label (empty label = to predict), or (to "
+        "predict) a folder of audio files.",
     ),
 ]
 CacheOpt = Annotated[
@@ -94,6 +95,21 @@ _SHARED_OPTIONS = [
         "efficientnet-lite2 | efficientnet-lite0 (packaged) | inception-sa (paper 001's 2D-Inception + self-attention,"
         " trained here from scratch) | HF id or folder | none.",
     ),
+    _opt(
+        "audio_model",
+        str,
+        _ES.audio_model,
+        "auto (= lstm-cnn when the dataset has audio, else none) | lstm-cnn (paper 003) | stft-cnn (paper 001), both "
+        "trained here from scratch | mfcc | logmel | stft (frozen features) | HF id or folder (wav2vec2, HuBERT, "
+        "Whisper encoder) | none.",
+    ),
+    _opt("audio_seconds", float, _ES.audio_seconds, "Crop audio clips to this many seconds (0 = whole clip)."),
+    _opt(
+        "label_set",
+        str | None,
+        None,
+        "For datasets with several label sets: RAVDESS sentiment (3 classes, surprised left out; default) | emotion.",
+    ),
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
     _opt("val_fraction", float, 0.2, "Validation fraction (stratified); unused when the data gives its own split."),
@@ -152,7 +168,14 @@ def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, Tr
     """Encoder settings, training config and head kwargs from the shared options (plus e.g. ``seed``)."""
     o = {**options, **extra}
     settings = EncoderSettings(
-        o["text_model"], o["text_pooling"], o["max_length"], o["finetune_text_layers"], o["image_model"], o["device"]
+        o["text_model"],
+        o["text_pooling"],
+        o["max_length"],
+        o["finetune_text_layers"],
+        o["image_model"],
+        o["device"],
+        o["audio_model"],
+        o["audio_seconds"] or None,
     )
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields})
@@ -174,6 +197,7 @@ def _prepare(data: Path, options: dict[str, Any], settings: EncoderSettings, qui
         limit=o["limit"],
         progress=not quiet,
         keep_states=keep_states,
+        label_set=o["label_set"],
     )
     if o["limit"]:
         prepared.split["limit"] = o["limit"]
@@ -268,7 +292,7 @@ def compare(
     ANOVA) and plots (bars with error bars, confusion matrix and per-class F1 per epoch of the best head)."""
     _setup()
     from .compare import run_compare, summarise, write_report
-    from .fusion import available_heads, head_uses_states
+    from .fusion import available_heads, head_fits, head_uses_states
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     _check_heads(names)
@@ -281,6 +305,8 @@ def compare(
             "classification (run `fusent train --head ...` per head for MAE / Corr / Acc-2)",
             param_hint="--data",
         )
+    if heads == "all":  # e.g. audio_only on text+image data: every head that can read these modalities
+        names = [h for h in names if head_fits(h, pooled.dims)]
     needs_states = any(head_uses_states(h) for h in names)
     with_states = _prepare(data, options, settings, quiet, keep_states=True) if needs_states else None
     typer.echo(
@@ -300,7 +326,8 @@ def _load_for(data: Path, model_config: Any) -> Any:
     """The dataset at ``data``, checked to be of the checkpoint's task (a score model cannot label, nor vice versa)."""
     from .data import load_dataset
 
-    bundle = load_dataset(data, labels=model_config.labels or None)
+    label_set = model_config.training.get("split", {}).get("label_set")
+    bundle = load_dataset(data, labels=model_config.labels or None, label_set=label_set)
     if bundle.task != model_config.task:
         raise typer.BadParameter(
             f"{data} is a {bundle.task} dataset but the checkpoint is a {model_config.task} model", param_hint="--data"

@@ -1,7 +1,8 @@
 """On-disk cache of frozen-encoder outputs, keyed by encoder + preprocessing + sample content.
 
-A second run over the same data re-encodes nothing; a changed text, image or encoder setting re-encodes only
-what changed. Failures (a corrupt image) are cached too, so the second run reports the same problems.
+A second run over the same data re-encodes nothing; a changed text, image, audio or encoder setting re-encodes only
+what changed. Failures (a corrupt image) are cached too, and so are tolerated problems (a silent clip), so the second
+run reports the same problems.
 """
 
 from __future__ import annotations
@@ -13,19 +14,31 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
-from .data.images import ImageLoadError, load_image
+from .data.audio import load_audio
+from .data.images import load_image
+from .data.loading import Decoded, LoadError, decoded
 from .data.records import ProblemReport, Sample
 from .encoders.base import Encoder, ModalityBatch
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("FUSENT_CACHE", Path.home() / ".cache" / "fusent"))
+
+
+class Cached(NamedTuple):
+    """A cache hit: the features, and the problems / notes its input had when it was decoded."""
+
+    states: torch.Tensor | None
+    pooled: torch.Tensor
+    problems: list[tuple[str, str]]
+    notes: list[str]
 
 
 class FeatureCache:
@@ -37,41 +50,56 @@ class FeatureCache:
     def _path(self, key: str, digest: str, suffix: str) -> Path:
         return self.root / key / digest[:2] / f"{digest}{suffix}"
 
-    def get(
-        self, key: str, digest: str, states: bool = True
-    ) -> tuple[torch.Tensor | None, torch.Tensor] | ImageLoadError | None:
-        """(states, pooled) for a cached sample (states None unless asked: they are most of the bytes), the cached
-        failure, or None when absent."""
+    def get(self, key: str, digest: str, states: bool = True) -> Cached | LoadError | None:
+        """The cached features (states None unless asked: they are most of the bytes), the cached failure, or None
+        when absent."""
         path = self._path(key, digest, ".safetensors")
         if path.exists():
             try:
-                if not states:
-                    with safe_open(path, framework="pt") as fh:
-                        return None, fh.get_tensor("pooled")
+                with safe_open(path, framework="pt") as fh:
+                    meta = fh.metadata() or {}
+                    pooled = fh.get_tensor("pooled")
+                    if not states:
+                        return Cached(None, pooled, [], [])
                 tensors = load_file(path)
-                return tensors["states"], tensors["pooled"]
+                problems = [tuple(p) for p in json.loads(meta.get("problems", "[]"))]
+                return Cached(tensors["states"], tensors["pooled"], problems, json.loads(meta.get("notes", "[]")))
             except Exception:  # a half-written file from an interrupted run: re-encode it
                 return None
         err = self._path(key, digest, ".err")
         if err.exists():
             info = json.loads(err.read_text())
-            return ImageLoadError(info["kind"], info.get("reason", "unreadable image"))
+            return LoadError(info["kind"], info.get("reason", "unreadable input"))
         return None
 
-    def put(self, key: str, digest: str, states: torch.Tensor, pooled: torch.Tensor) -> None:
+    def put(
+        self,
+        key: str,
+        digest: str,
+        states: torch.Tensor,
+        pooled: torch.Tensor,
+        problems: Sequence[tuple[str, str]] = (),
+        notes: Sequence[str] = (),
+    ) -> None:
         path = self._path(key, digest, ".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({"states": states.to(torch.float16).contiguous(), "pooled": pooled.float().contiguous()}, tmp)
+        tensors = {"states": states.to(torch.float16).contiguous(), "pooled": pooled.float().contiguous()}
+        save_file(tensors, tmp, metadata={"problems": json.dumps(list(problems)), "notes": json.dumps(list(notes))})
         tmp.replace(path)
 
-    def put_error(self, key: str, digest: str, error: ImageLoadError) -> None:
+    def put_error(self, key: str, digest: str, error: LoadError) -> None:
         path = self._path(key, digest, ".err")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"kind": error.kind, "reason": error.reason}))  # no file name: content-keyed
 
 
-_LOADERS: dict[str, Callable[[Any], Any]] = {"text": lambda t: t, "image": load_image}
+#: Decoder of each modality's raw item; every one returns ``Decoded`` or raises ``LoadError``.
+_LOADERS: dict[str, Callable[[Any], Decoded[Any]]] = {
+    "text": decoded,
+    "image": lambda item: decoded(load_image(item)),
+    "audio": load_audio,
+}
 
 
 def _load_libc() -> Any:
@@ -91,6 +119,13 @@ def release_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+def _report_findings(report: ProblemReport, sample_id: str, problems: Sequence[tuple[str, str]], notes: Sequence[str]):
+    for kind, message in problems:
+        report.add(kind, sample_id, message)
+    for kind in notes:
+        report.note(kind)
+
+
 def _describe(item: Any) -> str:
     return str(item) if isinstance(item, str | Path) else f"<in-memory {type(item).__name__}>"
 
@@ -102,6 +137,12 @@ def _content_bytes(modality: str, item: Any) -> bytes:
         return item
     if isinstance(item, str | Path):
         return Path(item).read_bytes()
+    if isinstance(item, np.ndarray):  # an in-memory waveform; shape and dtype are part of its content
+        return item.tobytes() + repr((item.shape, str(item.dtype))).encode()
+    if isinstance(item, tuple):  # (waveform, sample rate)
+        return b"".join(
+            _content_bytes(modality, part) if isinstance(part, np.ndarray) else repr(part).encode() for part in item
+        )
     return item.tobytes() + repr((item.size, item.mode)).encode()  # an in-memory PIL image
 
 
@@ -193,11 +234,12 @@ def encode_modality(
                 report.add(f"missing_{modality}", sample.id, f"cannot read {item}: {exc}")
                 continue
             hit = cache.get(key, digest, states=keep_states)
-            if isinstance(hit, ImageLoadError):
+            if isinstance(hit, LoadError):
                 report.add(hit.kind, sample.id, str(hit.for_file(_describe(item))))
                 continue
             if hit is not None:
-                states[i], pooled[i] = hit
+                states[i], pooled[i] = hit.states, hit.pooled
+                _report_findings(report, sample.id, hit.problems, hit.notes)
                 continue
         todo.append((i, digest, item))
     bar = tqdm(total=len(todo), desc=f"encoding {modality}", unit="sample", disable=not (todo and progress))
@@ -205,16 +247,19 @@ def encode_modality(
         chunk, loaded = todo[start : start + batch_size], []
         for i, digest, item in chunk:
             try:
-                loaded.append((i, digest, _LOADERS[modality](item)))
-            except ImageLoadError as exc:
+                found = _LOADERS[modality](item)
+            except LoadError as exc:
                 report.add(exc.kind, samples[i].id, str(exc))
                 if cache is not None:
                     cache.put_error(key, digest, exc)
+                continue
+            _report_findings(report, samples[i].id, found.problems, found.notes)
+            loaded.append((i, digest, found))
         if loaded:
-            out_states, out_pooled = encoder.encode([x for _, _, x in loaded])
-            for (i, digest, _), s, p in zip(loaded, out_states, out_pooled, strict=True):
+            out_states, out_pooled = encoder.encode([found.value for _, _, found in loaded])
+            for (i, digest, found), s, p in zip(loaded, out_states, out_pooled, strict=True):
                 if cache is not None:
-                    cache.put(key, digest, s, p)
+                    cache.put(key, digest, s, p, found.problems, found.notes)
                 states[i], pooled[i] = (s.to(torch.float16) if keep_states else None), p.clone()
         bar.update(len(chunk))
         release_freed_memory()

@@ -33,6 +33,7 @@ class ModelConfig:
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     text_encoder: dict[str, Any] = field(default_factory=dict)  # TextEncoder settings + finetune_layers
     image_encoder: dict[str, Any] = field(default_factory=dict)
+    audio_encoder: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # recorded for provenance, incl. the split
     fusent_version: str = __version__
     task: TaskName = "classification"  # regression: ``labels`` is empty and the head has one output, the score

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import DatasetBundle, load_dataset, split_labelled
-from .encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, Encoder, TextEncoder, create_image_encoder
+from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
+from .encoders import (
+    DEFAULT_AUDIO_SECONDS,
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_TEXT_MODEL,
+    Encoder,
+    TextEncoder,
+    create_audio_encoder,
+    create_image_encoder,
+)
 from .encoders.base import create_trainable, pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
@@ -26,9 +35,15 @@ from .training import TrainConfig, TrainResult, train_model
 log = logging.getLogger("fusent")
 
 
+#: What ``audio_model="auto"`` becomes when the dataset has audio: paper 003's network, trained with the head.
+DEFAULT_AUDIO_MODEL = "lstm-cnn"
+
+
 @dataclass
 class EncoderSettings:
-    """Which encoders produce the features. ``image_model="none"`` drops the image modality (text-only data)."""
+    """Which encoders produce the features. ``image_model="none"`` drops the image modality (text-only data);
+    ``audio_model="auto"`` uses ``DEFAULT_AUDIO_MODEL`` when the dataset has audio, else none. A modality no sample
+    of the dataset has is dropped (and noted), so e.g. RAVDESS trains text + audio without an empty image input."""
 
     text_model: str = DEFAULT_TEXT_MODEL
     text_pooling: str = "mean"
@@ -36,6 +51,8 @@ class EncoderSettings:
     finetune_text_layers: int = 0
     image_model: str = DEFAULT_IMAGE_MODEL
     device: str | None = None
+    audio_model: str = "auto"
+    audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
 
     def text_config(self) -> dict[str, Any]:
         return {
@@ -48,9 +65,25 @@ class EncoderSettings:
     def image_config(self) -> dict[str, Any]:
         return {"name": self.image_model}
 
+    def audio_config(self) -> dict[str, Any]:
+        return {"name": self.audio_model, "max_seconds": self.audio_seconds}
+
+    def for_dataset(self, samples: Sequence[Sample], report: ProblemReport) -> EncoderSettings:
+        """These settings with ``auto`` resolved and the image / audio encoder dropped where no sample has one."""
+        changes: dict[str, Any] = {}
+        for modality in ("image", "audio"):
+            name = getattr(self, f"{modality}_model")
+            has = any(getattr(s, modality) is not None for s in samples)
+            if name == "auto":
+                changes[f"{modality}_model"] = DEFAULT_AUDIO_MODEL if has else "none"
+            elif name != "none" and not has:
+                changes[f"{modality}_model"] = "none"
+                report.note(f"no_{modality}_in_dataset")
+        return dataclasses.replace(self, **changes)
+
 
 def build_encoders(
-    text: dict[str, Any], image: dict[str, Any], device: str | None = None
+    text: dict[str, Any], image: dict[str, Any], device: str | None = None, audio: dict[str, Any] | None = None
 ) -> tuple[dict[str, Encoder | None], TextEncoder | None]:
     """Frozen encoders by modality, plus the text encoder itself when it is fine-tuned inside the model
     (then ``encoders["text"]`` is None: text is encoded at train time, not cached)."""
@@ -61,8 +94,10 @@ def build_encoders(
         encoders["text"] = None if text_encoder.finetune_layers > 0 else text_encoder
     if image.get("name", "none") != "none":
         encoders["image"] = create_trainable("image", image, device) or create_image_encoder(image["name"], device)
+    if audio and audio.get("name", "none") not in ("none", "auto"):
+        encoders["audio"] = create_audio_encoder(**audio, device=device)
     if not encoders:
-        raise ValueError("no modality left: give a text model, an image model, or both")
+        raise ValueError("no modality left: give a text, image or audio model")
     return encoders, (text_encoder if text_encoder is not None and text_encoder.finetune_layers > 0 else None)
 
 
@@ -103,6 +138,7 @@ def prepare(
     limit: int | None = None,
     progress: bool = True,
     keep_states: bool = True,
+    label_set: str | None = None,
 ) -> Prepared:
     """Load ``data``, split its labelled samples, encode every split through the cache.
 
@@ -112,14 +148,13 @@ def prepare(
     transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     """
-    settings = settings or EncoderSettings()
-    bundle = load_dataset(data)
+    bundle = load_dataset(data, label_set=label_set)
     unlabelled = bundle.unlabelled[:limit] if limit else bundle.unlabelled
     train, val = split_labelled(bundle, val_fraction, split_seed, limit)
-    if "image" not in bundle.modalities() and settings.image_model != "none":
-        log.info("%s has no images: the image encoder is not used", data)
-        settings = replace(settings, image_model="none")
-    encoders, text_encoder = build_encoders(settings.text_config(), settings.image_config(), settings.device)
+    settings = (settings or EncoderSettings()).for_dataset([*train, *val, *unlabelled], bundle.report)
+    encoders, text_encoder = build_encoders(
+        settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
+    )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
     tables = [
@@ -142,9 +177,10 @@ def prepare(
         encoder_configs={
             "text": settings.text_config(),
             "image": settings.image_config(),
+            "audio": settings.audio_config(),
             **{m: e.settings() for m, e in encoders.items() if e is not None and e.trainable},
         },
-        split={**split, "n_train": len(train), "n_val": len(val)},
+        split={**split, "n_train": len(train), "n_val": len(val), **({"label_set": label_set} if label_set else {})},
         text_encoder=text_encoder,
         encode_seconds=time.perf_counter() - start,
     )
@@ -170,6 +206,7 @@ def fit(
         head_kwargs=dict(head_kwargs or {}),
         text_encoder=prepared.encoder_configs["text"] if "text" in prepared.dims else {},
         image_encoder=prepared.encoder_configs.get("image", {}) if "image" in prepared.dims else {},
+        audio_encoder=prepared.encoder_configs.get("audio", {}) if "audio" in prepared.dims else {},
         training={**asdict(train_config), "split": prepared.split},
     )
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads

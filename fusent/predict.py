@@ -107,8 +107,9 @@ class Predictor:
         if "text" in self.modalities and cfg.text_encoder and not cfg.finetune_text:
             text = {**cfg.text_encoder, "finetune_layers": 0}
         image = cfg.image_encoder if "image" in self.modalities and cfg.image_encoder else {}
-        if text or image:
-            self.encoders, _ = build_encoders(text or {"name": "none"}, image or {"name": "none"}, device)
+        audio = cfg.audio_encoder if "audio" in self.modalities and cfg.audio_encoder else {}
+        if text or image or audio:
+            self.encoders, _ = build_encoders(text or {"name": "none"}, image or {"name": "none"}, device, audio)
         else:  # a fine-tuned text-only model encodes its text itself
             self.encoders = {}
         if cfg.finetune_text and "text" in self.modalities:

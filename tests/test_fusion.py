@@ -9,13 +9,18 @@ from torch import nn
 from fusent.features import ModalityBatch
 from fusent.fusion import available_heads, create_head
 
-DIMS = {"text": 12, "image": 20}
-LENGTHS = {"text": 5, "image": 7}
+DIMS = {"text": 12, "image": 20}  # the default (bimodal) heads of the tests below
+ALL_DIMS = {**DIMS, "audio": 16}
+LENGTHS = {"text": 5, "image": 7, "audio": 9}
 C = 3
 B = 6
-# rows 1 and 4 miss text, rows 2 and 4 miss image (row 4 misses both)
+# rows 1 and 4 miss text, rows 2 and 4 miss image, rows 3 and 4 miss audio (row 4 misses everything)
 TEXT_PRESENT = [True, False, True, True, False, True]
 IMAGE_PRESENT = [True, True, False, True, False, True]
+AUDIO_PRESENT = [True, True, True, False, False, True]
+PRESENT = {"text": TEXT_PRESENT, "image": IMAGE_PRESENT, "audio": AUDIO_PRESENT}
+#: Modality sets every head must accept: text+image, text+audio, text+image+audio.
+MODALITY_SETS = [("text", "image"), ("text", "audio"), ("text", "image", "audio")]
 
 
 def modality_batch(
@@ -23,7 +28,7 @@ def modality_batch(
 ) -> ModalityBatch:
     """Like ``ModalityFeatures.batch``: absent rows have zero states/pooled and an all-False mask."""
     gen = torch.Generator().manual_seed(seed)
-    width, dim = LENGTHS[modality], DIMS[modality]
+    width, dim = LENGTHS[modality], ALL_DIMS[modality]
     present_t = torch.tensor(present)
     if lengths is None:
         lengths = torch.randint(1, width + 1, (len(present),), generator=gen).tolist()
@@ -35,24 +40,35 @@ def modality_batch(
     return ModalityBatch(states=states, mask=mask, pooled=pooled, present=present_t)
 
 
-def inputs(seed: int = 0, text_present=TEXT_PRESENT, image_present=IMAGE_PRESENT) -> dict[str, ModalityBatch]:
-    return {
-        "text": modality_batch("text", text_present, seed),
-        "image": modality_batch("image", image_present, seed + 1000),
-    }
+def inputs(
+    seed: int = 0,
+    text_present=TEXT_PRESENT,
+    image_present=IMAGE_PRESENT,
+    modalities: tuple[str, ...] = ("text", "image"),
+    audio_present=AUDIO_PRESENT,
+) -> dict[str, ModalityBatch]:
+    present = {"text": text_present, "image": image_present, "audio": audio_present}
+    return {m: modality_batch(m, present[m], seed + 1000 * k) for k, m in enumerate(modalities)}
 
 
 def replace(batch: ModalityBatch, **changes) -> ModalityBatch:
     return ModalityBatch(**{**batch.__dict__, **changes})
 
 
-def build(name: str, **kwargs) -> nn.Module:
+def build(name: str, modalities: tuple[str, ...] = ("text", "image"), **kwargs) -> nn.Module:
     torch.manual_seed(0)
-    return create_head(name, DIMS, C, **kwargs).eval()
+    return create_head(name, {m: ALL_DIMS[m] for m in modalities}, C, **kwargs).eval()
 
 
 HEADS = available_heads()
 MASKING_HEADS = {"native_combine", "weighted", "late"}  # an absent modality is left out, not replaced
+#: (head, modality set) for every head and every set it can serve (a unimodal ablation needs its modality).
+HEAD_SETS = [
+    pytest.param(name, mods, id=f"{name}-{'+'.join(mods)}")
+    for name in HEADS
+    for mods in MODALITY_SETS
+    if not name.endswith("_only") or name.removesuffix("_only") in mods
+]
 
 
 def test_registry_has_the_papers_heads():
@@ -60,35 +76,60 @@ def test_registry_has_the_papers_heads():
     assert HEADS == sorted(HEADS)
 
 
-@pytest.mark.parametrize("name", HEADS)
-def test_output_shape_and_registry_name(name: str):
-    head = build(name)
-    out = head(inputs(1, [True] * B, [True] * B))
+@pytest.mark.parametrize(("name", "mods"), HEAD_SETS)
+def test_output_shape_and_registry_name(name: str, mods: tuple[str, ...]):
+    head = build(name, mods)
+    out = head(inputs(1, [True] * B, [True] * B, mods, [True] * B))
     assert out.shape == (B, C)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert head.registry_name == name
     # rows are independent: a single-row batch gives the same logits as that row in the full batch
-    full = head(inputs(2))
-    one = head({m: ModalityBatch(*(t[3:4] for t in b.__dict__.values())) for m, b in inputs(2).items()})
+    full = head(inputs(2, modalities=mods))
+    one = head(
+        {m: ModalityBatch(*(t[3:4] for t in b.__dict__.values())) for m, b in inputs(2, modalities=mods).items()}
+    )
     torch.testing.assert_close(one[0], full[3], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", HEADS)
-def test_missing_modalities_give_finite_distinct_outputs(name: str):
-    head = build(name)
-    out = head(inputs(3))
+@pytest.mark.parametrize(("name", "mods"), HEAD_SETS)
+def test_missing_modalities_give_finite_distinct_outputs(name: str, mods: tuple[str, ...]):
+    head = build(name, mods)
+    out = head(inputs(3, modalities=mods))
     assert out.shape == (B, C)
     assert torch.isfinite(out).all()
     # every row missing everything (row 4) is still a valid prediction
-    both_missing = head(inputs(3, [False] * B, [False] * B))
-    assert torch.isfinite(both_missing).all()
+    all_missing = head(inputs(3, [False] * B, [False] * B, mods, [False] * B))
+    assert torch.isfinite(all_missing).all()
 
 
 @pytest.mark.parametrize("name", HEADS)
-def test_gradients_reach_every_parameter(name: str):
-    head = build(name, dropout=0.0).train()
-    batch = inputs(4)
+def test_trimodal_head_with_one_modality_missing_trains(name: str):
+    """Text + image + audio where no sample has an image (e.g. speech data): forward is finite, the loss
+    back-propagates to the modalities that are there, and the absent one's inputs change nothing."""
+    head = build(name, ("text", "image", "audio"), dropout=0.0).train()
+    batch = inputs(11, TEXT_PRESENT, [False] * B, ("text", "image", "audio"), AUDIO_PRESENT)
+    out = head(batch)
+    assert out.shape == (B, C) and torch.isfinite(out).all()
+    loss = head.training_loss(batch, torch.tensor([0, 1, 2, 0, 1, 2]), nn.CrossEntropyLoss())
+    loss.backward()
+    grads = {n: p.grad for n, p in head.named_parameters() if p.grad is not None}
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    for m in head.uses:
+        if m != "image":
+            assert any(m in n and float(g.abs().sum()) > 0 for n, g in grads.items()), f"no gradient reaches {m}"
+    head.eval()
+    noisy = replace(
+        batch["image"], pooled=torch.randn_like(batch["image"].pooled) * 9, states=batch["image"].states + 3
+    )
+    some = [i for i in range(B) if TEXT_PRESENT[i] or AUDIO_PRESENT[i]]  # (late fusion polls all when none is)
+    torch.testing.assert_close(head({**batch, "image": noisy})[some], head(batch)[some], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("name", "mods"), HEAD_SETS)
+def test_gradients_reach_every_parameter(name: str, mods: tuple[str, ...]):
+    head = build(name, mods, dropout=0.0).train()
+    batch = inputs(4, modalities=mods)
     target = torch.tensor([0, 1, 2, 0, 1, 2])
     head.training_loss(batch, target, nn.CrossEntropyLoss()).backward()  # the loss the trainer minimises
     grads = {n: p.grad for n, p in head.named_parameters()}
@@ -102,10 +143,10 @@ def test_gradients_reach_every_parameter(name: str):
     assert any("missing" in n for n in nonzero) == (name not in MASKING_HEADS)
 
 
-@pytest.mark.parametrize("name", HEADS)
-def test_every_parameter_gets_a_nonzero_gradient(name: str):
-    head = build(name, dropout=0.0).train()
-    head.training_loss(inputs(5), torch.tensor([0, 1, 2, 0, 1, 2]), nn.CrossEntropyLoss()).backward()
+@pytest.mark.parametrize(("name", "mods"), HEAD_SETS)
+def test_every_parameter_gets_a_nonzero_gradient(name: str, mods: tuple[str, ...]):
+    head = build(name, mods, dropout=0.0).train()
+    head.training_loss(inputs(5, modalities=mods), torch.tensor([0, 1, 2, 0, 1, 2]), nn.CrossEntropyLoss()).backward()
     dead = [n for n, p in head.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
     assert dead == []
 
@@ -113,14 +154,18 @@ def test_every_parameter_gets_a_nonzero_gradient(name: str):
 # ----------------------------------------------------------------------------------------------- ablations
 
 
-@pytest.mark.parametrize(("name", "used", "ignored"), [("text_only", "text", "image"), ("image_only", "image", "text")])
+@pytest.mark.parametrize(
+    ("name", "used", "ignored"),
+    [("text_only", "text", "image"), ("image_only", "image", "text"), ("audio_only", "audio", "text")],
+)
 def test_unimodal_ablation_never_reads_the_other_modality(name: str, used: str, ignored: str):
-    head = build(name)
+    mods = tuple(m for m in ALL_DIMS if m in (used, ignored))
+    head = build(name, mods)
     assert head.uses == [used]
     names = [n for n, _ in head.named_parameters()]
     assert names and not any(ignored in n for n in names)
     assert any(used in n for n in names)
-    base = inputs(6)
+    base = inputs(6, modalities=mods)
     out = head(base)
     other = modality_batch(ignored, [not p for p in base[ignored].present.tolist()], seed=77, scale=5.0)
     assert not torch.equal(other.pooled, base[ignored].pooled)
@@ -218,3 +263,11 @@ def test_head_kwargs_are_applied():
     assert linear[-1].out_features == C
     ote = create_head("ote", DIMS, C, d_model=16, layers=1, heads=2)
     assert len(ote.encoder.layers) == 1 and ote.cls.shape == (16,)
+
+
+def test_head_fits_says_which_heads_these_modalities_can_feed():
+    from fusent.fusion import head_fits
+
+    assert head_fits("audio_only", {"text": 8, "audio": 4}) and not head_fits("audio_only", DIMS)
+    assert not head_fits("cmac", {"text": 8}) and head_fits("cmac", {"text": 8, "audio": 4})
+    assert all(head_fits(h, ALL_DIMS) for h in HEADS)

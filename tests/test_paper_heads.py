@@ -26,6 +26,22 @@ def test_weighted_fusion_weights_sum_to_one_and_are_reported():
     assert reported["text"] == pytest.approx(1 / (1 + torch.exp(torch.tensor(-1.5)).item()), rel=1e-5)
 
 
+def test_weighted_fusion_reports_three_weights_and_drops_an_absent_modality():
+    head = build("weighted", ("text", "image", "audio"))
+    with torch.no_grad():
+        head.weight_logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    reported = head.report()["modality_weights"]
+    assert list(reported) == ["text", "image", "audio"]
+    expected = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), 0).tolist()
+    assert list(reported.values()) == pytest.approx(expected, rel=1e-6)
+    # a row without audio mixes text and image by their weights renormalised to sum to 1
+    base = inputs(4, [True] * 6, [True] * 6, ("text", "image", "audio"), [False] * 6)
+    with torch.no_grad():
+        x = {m: head.project[m](head.norm[m](base[m].pooled)) for m in head.uses}
+        w_t, w_i = expected[0] / (expected[0] + expected[1]), expected[1] / (expected[0] + expected[1])
+        torch.testing.assert_close(head(base), head.classifier(w_t * x["text"] + w_i * x["image"]))
+
+
 def test_weighted_fusion_renormalises_over_present_modalities():
     head = build("weighted")
     base = inputs(3)

@@ -88,7 +88,7 @@ def test_mse_is_selectable_and_class_weights_are_refused(prepared_mosi):
 def test_every_head_has_one_output_that_trains(head: str):
     """Each registered head built with one output gives ``[B, 1]`` and gets gradients through its own loss."""
     torch.manual_seed(0)
-    dims = {"text": 12, "image": 8}
+    dims = {"text": 12, "image": 8, "audio": 6}
     gen = torch.Generator().manual_seed(1)
 
     def batch(dim: int, present: list[bool]) -> ModalityBatch:
@@ -97,7 +97,11 @@ def test_every_head_has_one_output_that_trains(head: str):
 
     kwargs = {"d_model": 16, "hidden": 16} if head in {"ote", "cmac", "hstec", "dual_attention"} else {"hidden": 16}
     model = create_head(head, dims, 1, **kwargs)
-    inputs = {"text": batch(12, [True, True, False, True]), "image": batch(8, [True, False, True, False])}
+    inputs = {
+        "text": batch(12, [True, True, False, True]),
+        "image": batch(8, [True, False, True, False]),
+        "audio": batch(6, [False, True, True, True]),
+    }
     out = model(inputs)
     assert out.shape == (4, 1) and torch.isfinite(out).all()
     loss = model.training_loss(inputs, torch.tensor([1.0, -2.0, 0.5, 3.0]), make_loss("l1", task="regression"))
@@ -121,7 +125,7 @@ def test_late_fusion_regression_is_the_mean_of_present_modalities():
 
 
 def test_cross_modal_heads_refuse_text_only_data_clearly(prepared_mosi):
-    with pytest.raises(ValueError, match="head needs modalities"):
+    with pytest.raises(ValueError, match="cmac attends across modalities: it needs two or three"):
         fit(prepared_mosi, "cmac", replace(FAST, epochs=1), progress=False)
 
 

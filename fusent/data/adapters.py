@@ -1,4 +1,5 @@
-"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV/JSONL manifest."""
+"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV/JSONL manifest (others in their own
+modules: Memotion, RAVDESS, a folder of audio files)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .records import DatasetBundle, ProblemReport, Sample, TaskName
+from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
 from .text import decode_text
 
 MVSA_LABELS = ["negative", "neutral", "positive"]
 _UNLABELLED = {"", "null", "none", "nan"}
 
 
-def load_dataset(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
-    """Pick the adapter from what ``path`` is: an MVSA, Memotion or CMU-MOSI folder, or a .csv/.jsonl manifest."""
+def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: str | None = None) -> DatasetBundle:
+    """Pick the adapter from what ``path`` is: an MVSA, Memotion or RAVDESS folder, a folder with a manifest, a
+    .csv/.jsonl manifest, or a folder of audio files (to predict). ``label_set`` picks one of a dataset's label sets
+    (RAVDESS: sentiment or emotion)."""
     path = Path(path)
+    from .ravdess import is_ravdess_folder, load_audio_folder, load_ravdess  # imported here: they import this module
+
+    if path.is_dir() and is_ravdess_folder(path):
+        return load_ravdess(path, labels=labels, label_set=label_set)
+    if label_set is not None:
+        raise ValueError(f"--label-set applies to RAVDESS folders; {path} is not one")
     if path.is_dir():
         if (path / "train.txt").exists() or (path / "test_without_label.txt").exists():
             return load_mvsa(path, labels=labels)
@@ -31,11 +40,15 @@ def load_dataset(path: str | Path, labels: list[str] | None = None) -> DatasetBu
         for name in ("manifest.csv", "manifest.jsonl"):
             if (path / name).exists():
                 return load_manifest(path / name, labels=labels)
-        raise FileNotFoundError(
-            f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
-            "(labels.csv / test_without_label.csv + images/), a CMU-MOSI style folder (label.csv with "
-            "id,text,label,mode) nor a folder with manifest.csv / manifest.jsonl"
-        )
+        try:
+            return load_audio_folder(path, labels=labels)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
+                "(labels.csv / test_without_label.csv + images/), a CMU-MOSI style folder (label.csv with "
+                "id,text,label,mode), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac), a folder with "
+                "manifest.csv / manifest.jsonl, nor a folder of audio files"
+            ) from None
     if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
         return load_manifest(path, labels=labels)
     raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl manifest")
@@ -45,6 +58,21 @@ def _field(record: dict[str, Any], key: str) -> str:
     """A manifest cell as text; 0 is a value, only None/absent is empty."""
     value = record.get(key)
     return "" if value is None else str(value).strip()
+
+
+def _media_path(
+    record: dict[str, Any], modality: str, base: Path, sample_id: str, report: ProblemReport
+) -> Path | None:
+    """A manifest's image / audio cell as a path (relative ones from the manifest's folder); a missing file is
+    reported and the sample goes on without it."""
+    if not record.get(modality):
+        return None
+    path = Path(str(record[modality]))
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        report.add(f"missing_{modality}", sample_id, f"{modality} file not found: {path}")
+        return None
+    return path
 
 
 def _read_text_file(path: Path, sample_id: str, report: ProblemReport) -> str | None:
@@ -86,8 +114,8 @@ def _finish(
             report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
             continue
         seen[is_labelled].add(sample.id)
-        if sample.text is None and sample.image is None:
-            report.add("no_modality", sample.id, "neither text nor image given")
+        if all(getattr(sample, m) is None for m in MODALITIES):
+            report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
         if not is_labelled:
             sample.label, sample.score = None, None
             unlabelled.append(sample)
@@ -137,7 +165,8 @@ def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundl
 
 
 def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
-    """CSV or JSONL with columns id, text, image (path, relative to the manifest), label (empty = predict)."""
+    """CSV or JSONL with columns id, text, image and audio (paths, relative to the manifest), label (empty =
+    predict)."""
     path = Path(path)
     report = ProblemReport()
     if path.suffix.lower() == ".csv":
@@ -166,14 +195,8 @@ def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetB
             text = " ".join(str(text).split()) if text is not None else ""
             if not text:
                 report.add("empty_text", sid, "text is empty")
-            image = None
-            if rec.get("image"):
-                image = Path(str(rec["image"]))
-                image = image if image.is_absolute() else path.parent / image
-                if not image.exists():
-                    report.add("missing_image", sid, f"image file not found: {image}")
-                    image = None
+            media = {m: _media_path(rec, m, path.parent, sid, report) for m in ("image", "audio")}
             label = _field(rec, "label")
-            yield Sample(id=sid, text=text or None, image=image, label=label), label.lower() not in _UNLABELLED
+            yield Sample(id=sid, text=text or None, **media, label=label), label.lower() not in _UNLABELLED
 
     return _finish(rows(), labels, report, name=path.stem)

@@ -7,19 +7,14 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from .loading import LoadError
+
 #: Refuse images larger than this many pixels (decompression-bomb guard); ~ 8k x 8k.
 MAX_IMAGE_PIXELS = 64_000_000
 
 
-class ImageLoadError(ValueError):
-    """What is wrong (``kind``, ``reason``) with which file (``name``); str() says both."""
-
-    def __init__(self, kind: str, reason: str, name: str = "<bytes>"):
-        super().__init__(f"{reason}: {name}")
-        self.kind, self.reason, self.name = kind, reason, name
-
-    def for_file(self, name: str) -> ImageLoadError:
-        return ImageLoadError(self.kind, self.reason, name)
+class ImageLoadError(LoadError):
+    """An image that cannot be used (kind missing_image / corrupt_image / truncated_image / too_large_image)."""
 
 
 def load_image(source: Path | bytes | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

@@ -11,15 +11,16 @@ from typing import Any, Literal
 log = logging.getLogger("fusent")
 
 #: Modalities fusent knows, in the fixed order heads concatenate them.
-MODALITIES: tuple[str, ...] = ("text", "image")
+MODALITIES: tuple[str, ...] = ("text", "image", "audio")
 
 TaskName = Literal["classification", "regression"]
 
 
 @dataclass
 class Sample:
-    """One post. ``text`` is already decoded; ``image`` is a path (or bytes / a PIL image when given in memory)
-    that may turn out unreadable. A classification target is ``label``; a regression target is ``score``."""
+    """One post. ``text`` is already decoded; ``image`` and ``audio`` are paths (or bytes / a PIL image / a
+    waveform when given in memory) that may turn out unreadable. A classification target is ``label``; a
+    regression target is ``score``."""
 
     id: str
     text: str | None = None

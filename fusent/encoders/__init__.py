@@ -1,11 +1,25 @@
-"""Text and image encoders behind one interface (see ``base.Encoder``)."""
+"""Text, image and audio encoders behind one interface (see ``base.Encoder``)."""
 
+from .audio import (
+    DEFAULT_AUDIO_SECONDS,
+    LSTMCNN,
+    STFTCNN,
+    AudioFeatureEncoder,
+    HFAudioEncoder,
+    create_audio_encoder,
+)
 from .base import Encoder, TrainableEncoder, create_trainable, trainable_names
 from .image import DEFAULT_IMAGE_MODEL, EfficientNetLiteEncoder, HFImageEncoder, create_image_encoder
 from .inception import InceptionSAEncoder
 from .text import DEFAULT_TEXT_MODEL, POOLINGS, TextEncoder, resolve_text_model
 
 __all__ = [
+    "DEFAULT_AUDIO_SECONDS",
+    "LSTMCNN",
+    "STFTCNN",
+    "AudioFeatureEncoder",
+    "HFAudioEncoder",
+    "create_audio_encoder",
     "DEFAULT_IMAGE_MODEL",
     "DEFAULT_TEXT_MODEL",
     "POOLINGS",

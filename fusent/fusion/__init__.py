@@ -14,7 +14,16 @@ from . import (  # noqa: F401  (importing a module registers its heads)
     unimodal,
     weighted,
 )
-from .base import FusionHead, Inputs, available_heads, classifier, create_head, head_uses_states, register_head
+from .base import (
+    FusionHead,
+    Inputs,
+    available_heads,
+    classifier,
+    create_head,
+    head_fits,
+    head_uses_states,
+    register_head,
+)
 
 __all__ = [
     "FusionHead",
@@ -22,6 +31,7 @@ __all__ = [
     "available_heads",
     "classifier",
     "create_head",
+    "head_fits",
     "head_uses_states",
     "register_head",
 ]

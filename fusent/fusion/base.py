@@ -45,6 +45,15 @@ def head_uses_states(name: str) -> bool:
     return _REGISTRY[name][0].uses_states
 
 
+def head_fits(name: str, dims: dict[str, int]) -> bool:
+    """Whether head ``name`` can be built on features with these modalities (``audio_only`` needs audio...)."""
+    try:
+        create_head(name, dims, 2)
+    except ValueError:
+        return False
+    return True
+
+
 def create_head(name: str, dims: dict[str, int], num_classes: int, **kwargs: Any) -> FusionHead:
     """Build a registered head for the given modality widths, e.g. ``{"text": 384, "image": 1280}``."""
     if name not in _REGISTRY:

@@ -13,6 +13,7 @@ from .base import FusionHead, Inputs, classifier, register_head
 class BasicFusion(FusionHead):
     """``T = W_t h_CLS + b_t``, ``V = W_v g + b_v`` (both ``d_model`` = 256), ``c = [T; V]``, ``p = FC(c)``.
 
+    With audio, ``A = W_a s + b_a`` joins the concatenation (``[T; V; A]``, or ``[T; A]`` without images).
     h_CLS / g are the encoders' pooled vectors (CLS with ``--text-pooling cls``, as in the paper). Subclasses
     change only ``fuse``.
     """

@@ -16,6 +16,10 @@ class CMAC(FusionHead):
     ``p_I = ImageClassifier([F_I; a_{T->I}])``, ``p = softmax(p_T + p_I)``.
 
     H are projected to ``d_model`` first (text and image widths differ); p_T/p_I are read as logits.
+
+    With three modalities (the paper's model is bimodal), read as pairwise cross-attention: one attention per ordered
+    pair, ``A_{Q->M} = Attention(H_Q, H_M, H_M)``; ``p_M = Classifier_M([F_M; mean_{Q != M} a_{Q->M}])`` and
+    ``p = softmax(sum_M p_M)``. With two modalities this is exactly the equations above.
     """
 
     uses_states = True
@@ -29,12 +33,16 @@ class CMAC(FusionHead):
         patch_grid: int = DEFAULT_PATCH_GRID,
         **kwargs,
     ):
-        super().__init__(dims, num_classes, uses=["text", "image"], **kwargs)
+        super().__init__(dims, num_classes, **kwargs)
+        if len(self.uses) < 2:
+            raise ValueError(f"cmac attends across modalities: it needs two or three, features have {self.uses}")
         self.tokens = TokenProjector(self.dims, d_model, self.uses, patch_grid)
         self.attend = nn.ModuleDict(
             {
-                "image_to_text": nn.MultiheadAttention(d_model, heads, dropout=self.dropout, batch_first=True),
-                "text_to_image": nn.MultiheadAttention(d_model, heads, dropout=self.dropout, batch_first=True),
+                f"{q}_to_{m}": nn.MultiheadAttention(d_model, heads, dropout=self.dropout, batch_first=True)
+                for m in self.uses
+                for q in self.uses
+                if q != m
             }
         )
         self.classifiers = nn.ModuleDict(
@@ -42,10 +50,16 @@ class CMAC(FusionHead):
         )
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
-        h_t, keep_t = self.tokens(inputs, "text")
-        h_i, keep_i = self.tokens(inputs, "image")
-        a_i2t, _ = self.attend["image_to_text"](h_i, h_t, h_t, key_padding_mask=~keep_t, need_weights=False)
-        a_t2i, _ = self.attend["text_to_image"](h_t, h_i, h_i, key_padding_mask=~keep_i, need_weights=False)
-        p_t = self.classifiers["text"](torch.cat([self.pooled(inputs, "text"), masked_mean(a_i2t, keep_i)], -1))
-        p_i = self.classifiers["image"](torch.cat([self.pooled(inputs, "image"), masked_mean(a_t2i, keep_t)], -1))
-        return p_t + p_i
+        tokens = {m: self.tokens(inputs, m) for m in self.uses}
+        logits = []
+        for m in self.uses:
+            h_m, keep_m = tokens[m]
+            attended = []
+            for q in self.uses:
+                if q != m:
+                    h_q, keep_q = tokens[q]
+                    a, _ = self.attend[f"{q}_to_{m}"](h_q, h_m, h_m, key_padding_mask=~keep_m, need_weights=False)
+                    attended.append(masked_mean(a, keep_q))  # averaged over the querying modality's positions
+            a_m = torch.stack(attended).mean(0)
+            logits.append(self.classifiers[m](torch.cat([self.pooled(inputs, m), a_m], -1)))
+        return sum(logits)

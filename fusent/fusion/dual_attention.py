@@ -17,6 +17,8 @@ class DualAttentionFusion(SelfAttentionFusion):
 
     Queries come from the projected CLS/global vectors, keys and values from the other modality's projected token /
     patch sequence (with single vectors on both sides each softmax would be over one key, i.e. no attention).
+    With three modalities, each modality's query attends over the other two modalities' tokens together (one
+    softmax over their joint sequence); with two this is eq. 8-9 exactly.
     """
 
     uses_states = True
@@ -24,7 +26,9 @@ class DualAttentionFusion(SelfAttentionFusion):
     def __init__(
         self, dims: dict[str, int], num_classes: int, heads: int = 1, patch_grid: int = DEFAULT_PATCH_GRID, **kwargs
     ):
-        super().__init__(dims, num_classes, heads=heads, uses=["text", "image"], **kwargs)
+        super().__init__(dims, num_classes, heads=heads, **kwargs)
+        if len(self.uses) < 2:
+            raise ValueError(f"dual_attention attends across modalities: it needs two or three, got {self.uses}")
         self.tokens = TokenProjector(self.dims, self.d_model, self.uses, patch_grid)
         self.cross = nn.ModuleDict(
             {m: nn.MultiheadAttention(self.d_model, heads, dropout=self.dropout, batch_first=True) for m in self.uses}
@@ -32,8 +36,10 @@ class DualAttentionFusion(SelfAttentionFusion):
 
     def fuse(self, z: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         adjusted = []
-        for j, (m, other) in enumerate((("text", "image"), ("image", "text"))):
-            keys, keep = self.tokens(inputs, other)
+        tokens = {m: self.tokens(inputs, m) for m in self.uses}
+        for j, m in enumerate(self.uses):
+            others = [tokens[n] for n in self.uses if n != m]
+            keys, keep = torch.cat([x for x, _ in others], dim=1), torch.cat([k for _, k in others], dim=1)
             query = z[:, j : j + 1]
             adjusted.append(self.cross[m](query, keys, keys, key_padding_mask=~keep, need_weights=False)[0])
         return self.attend(torch.cat(adjusted, dim=1))

@@ -12,6 +12,7 @@ from .base import FusionHead, Inputs, classifier, register_head
 class GatedFusion(FusionHead):
     """``X_fusion = ReLU(W_T F_T + W_I F_I)``, ``p = Classifier(X_fusion)``.
 
+    With speech, ``+ W_A F_A`` (paper 003 fuses text, speech and image the same way).
     The paper names sigma "ReLU" and calls the W "trainable weights learned via self-attention"; read as
     trainable linear maps (no attention is specified). An absent modality uses its learned missing embedding.
     """

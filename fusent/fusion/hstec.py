@@ -14,6 +14,7 @@ class HSTEC(FusionHead):
     """``H_concat = [H_T; H_I]``, ``A = Attention(H_concat)``, ``a = mean(A)``;
     ``p_m = Classifier_m([F_m; a])`` for each modality, ``p = softmax(sum_m p_m)``.
 
+    With audio, ``H_concat = [H_T; H_I; H_A]`` and a third classifier (the method is modality-agnostic).
     "Attention" read as one transformer-encoder layer (the model's name: Hidden-State Transformer Encoder) over the
     projected states; the mean runs over real positions only.
     """

@@ -12,7 +12,8 @@ from .base import FusionHead, Inputs, classifier, register_head
 @register_head("late")
 class LateFusion(FusionHead):
     """``y = majority_vote(argmax p_m)`` over the modalities present; a tie (always possible with two) is broken by
-    the mean of their probabilities. Each classifier minimises its own loss on the samples that have its modality.
+    the mean of their probabilities (with three voters, a three-way split is broken the same way). Each classifier
+    minimises its own loss on the samples that have its modality.
 
     Output "logits" are ``log((votes + mean_p) / (M + 1))``: a distribution whose argmax is the vote winner.
 

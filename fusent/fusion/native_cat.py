@@ -11,6 +11,7 @@ from .base import FusionHead, Inputs, classifier, register_head
 class NativeCat(FusionHead):
     """``p = classifier([F_T; F_I])``. Each F is layer-normalised first so 384-d text and 1280-d image scales match.
 
+    With audio, ``[F_T; F_I; F_A]`` (or ``[F_T; F_A]``).
     Also registered as ``early``: paper 003's early fusion (§2.2.4, feature-level concatenation) is this model.
     """
 

@@ -12,6 +12,7 @@ from .base import FusionHead, Inputs, classifier, register_head
 class NativeCombine(FusionHead):
     """``p = softmax(p_T + p_I)`` with p_T = TextClassifier(F_T), p_I = ImageClassifier(F_I).
 
+    With audio, ``+ p_A`` from a third classifier.
     The paper's p_T/p_I are read as logits (softmax is applied once, to the sum, inside the loss); a missing
     modality contributes zero logits, so the prediction falls back to the modalities that are there.
     """

@@ -14,6 +14,7 @@ class OTE(FusionHead):
     """``F_concat = [CLS; W_T H_T + e_T; W_I H_I + e_I]``, ``F_attn = TransformerEncoder(F_concat)``,
     ``p = Classifier(F_attn[CLS])``.
 
+    With audio, ``W_A H_A + e_A`` (speech frames) joins the sequence.
     Paper's ``concat([F_I, F_T], dim=2)`` read as concatenation along the sequence of projected token/patch states
     (concatenating two pooled vectors would give a length-1 sequence, where attention does nothing). A missing
     modality is one learned "missing" token instead of its states.

@@ -1,4 +1,5 @@
-"""Text-only and image-only ablations (paper 000 Table 4, "Bert" and "ResNet" rows)."""
+"""Single-modality ablations: text-only and image-only (paper 000 Table 4, "Bert" and "ResNet" rows), audio-only
+(paper 003's "LSTM-CNN (Speech-only)" row)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from .base import FusionHead, Inputs, classifier, register_head
 
 @register_head("text_only", modality="text")
 @register_head("image_only", modality="image")
+@register_head("audio_only", modality="audio")
 class Unimodal(FusionHead):
-    """``p = Classifier(F_m)`` for one modality m; the other modality is never read and owns no parameters."""
+    """``p = Classifier(F_m)`` for one modality m; the others are never read and own no parameters."""
 
     def __init__(self, dims: dict[str, int], num_classes: int, modality: str, **kwargs):
         super().__init__(dims, num_classes, uses=[modality], **kwargs)
