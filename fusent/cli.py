@@ -31,7 +31,8 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
-        "folder (labels.csv, test_without_label.csv, images/), a RAVDESS speech folder (Actor_NN/*.flac; split by "
+        "folder (labels.csv, test_without_label.csv, images/), a CMU-MOSI style regression folder (label.csv with "
+        "id,text,label in [-3,3],mode; test_without_label.csv), a RAVDESS speech folder (Actor_NN/*.flac; split by "
         "actor), a CSV/JSONL manifest with columns id,text,image,audio,label (empty label = to predict), or (to "
         "predict) a folder of audio files.",
     ),
@@ -111,7 +112,7 @@ _SHARED_OPTIONS = [
     ),
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
-    _opt("val_fraction", float, 0.2, "Stratified validation fraction."),
+    _opt("val_fraction", float, 0.2, "Validation fraction (stratified); unused when the data gives its own split."),
     _opt("split_seed", int, 13, "Seed of the train/validation split."),
     _opt("epochs", int, _TC.epochs, "Maximum epochs."),
     _opt("batch_size", int, _TC.batch_size, "Batch size."),
@@ -119,9 +120,14 @@ _SHARED_OPTIONS = [
     _opt("weight_decay", float, _TC.weight_decay, "AdamW weight decay."),
     _opt("dropout", float | None, None, "Dropout inside the head (default: the head's own)."),
     _opt("hidden", int | None, None, "Hidden width of the head's classifier (default: the head's own)."),
-    _opt("patience", int, _TC.patience, "Early-stop after this many epochs without better val macro-F1."),
+    _opt("patience", int, _TC.patience, "Early-stop after this many epochs without better val macro-F1 (MAE)."),
     _opt("class_weights", str, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
-    _opt("loss", str, _TC.loss, "ce (cross-entropy) | focal (paper 002)."),
+    _opt(
+        "loss",
+        str,
+        _TC.loss,
+        "auto (ce, or l1 for regression) | ce (cross-entropy) | focal (paper 002) | l1 | mse (regression).",
+    ),
     _opt("focal_gamma", float, _TC.focal_gamma, "Focal loss gamma (0 = cross-entropy)."),
     _opt("modality_dropout", float, _TC.modality_dropout, "Probability of hiding one modality of a training sample."),
     _opt("augment", bool, _TC.augment, "Augment training images (flip, rotation, brightness, crop; inception-sa)."),
@@ -208,12 +214,13 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = _TC.seed,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a fusion head: split the labelled data (stratified), encode through the feature cache, train with
-    early stopping on validation macro-F1, print validation metrics, save the checkpoint and predictions."""
+    """Train a fusion head: split the labelled data (stratified, or the dataset's own split), encode through the
+    feature cache, train with early stopping on validation macro-F1 (MAE for regression data), print validation
+    metrics, save the checkpoint and predictions (labels, or id,score rows for regression)."""
     _setup()
     from .fusion import head_uses_states
-    from .metrics import format_metrics
     from .pipeline import fit, write_predictions
+    from .tasks import get_task
     from .training import predict_logits
 
     _check_heads([head])
@@ -222,11 +229,12 @@ def train(
     prepared = _prepare(data, options, settings, quiet, keep_states=head_uses_states(head))
     model, result = fit(prepared, head, config, head_kwargs, progress=not quiet)
     model.save_pretrained(out / "checkpoint")
-    report = prepared.bundle.report
+    report, task = prepared.bundle.report, get_task(prepared.bundle.task)
     _write_json(
         out / "metrics.json",
         {
             "head": head,
+            "task": task.name,
             "best_epoch": result.best_epoch,
             "train_seconds": result.seconds,
             "encode_seconds": prepared.encode_seconds,
@@ -239,11 +247,10 @@ def train(
     )
     (out / "problems.txt").write_text("\n".join(report.messages) + ("\n" if report.messages else ""))
     if len(prepared.unlabelled):
-        pred = predict_logits(model, prepared.unlabelled).argmax(1).tolist()
-        labels = [prepared.bundle.labels[i] for i in pred]
+        labels = task.decode(predict_logits(model, prepared.unlabelled), prepared.bundle.labels)
         write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
     typer.echo(
-        format_metrics(
+        task.format(
             result.val_metrics,
             f"{head}: validation (best epoch {result.best_epoch}, "
             f"{result.seconds:.1f}s training, {prepared.encode_seconds:.1f}s encoding)",
@@ -292,6 +299,12 @@ def compare(
     settings, config, head_kwargs = _configs(options)
     out = out or Path("runs") / f"{data.stem}-compare"
     pooled = _prepare(data, options, settings, quiet, keep_states=False)
+    if pooled.bundle.task != "classification":
+        raise typer.BadParameter(
+            f"{data} is a {pooled.bundle.task} dataset; compare's table and significance tests are for "
+            "classification (run `fusent train --head ...` per head for MAE / Corr / Acc-2)",
+            param_hint="--data",
+        )
     if heads == "all":  # e.g. audio_only on text+image data: every head that can read these modalities
         names = [h for h in names if head_fits(h, pooled.dims)]
     needs_states = any(head_uses_states(h) for h in names)
@@ -309,17 +322,33 @@ def compare(
     typer.echo("wrote: " + ", ".join(str(p) for p in paths))
 
 
-def _load_bundle_samples(data: Path, split: str, model_config: Any) -> tuple[list[Any], list[str], Any]:
-    from .data import load_dataset, split_samples
+def _load_for(data: Path, model_config: Any) -> Any:
+    """The dataset at ``data``, checked to be of the checkpoint's task (a score model cannot label, nor vice versa)."""
+    from .data import load_dataset
 
-    info = model_config.training.get("split", {})
-    bundle = load_dataset(data, labels=model_config.labels, label_set=info.get("label_set"))
+    label_set = model_config.training.get("split", {}).get("label_set")
+    bundle = load_dataset(data, labels=model_config.labels or None, label_set=label_set)
+    if bundle.task != model_config.task:
+        raise typer.BadParameter(
+            f"{data} is a {bundle.task} dataset but the checkpoint is a {model_config.task} model", param_hint="--data"
+        )
+    return bundle
+
+
+def _load_bundle_samples(data: Path, split: str, model_config: Any) -> tuple[list[Any], list[str], Any]:
+    from .data import split_labelled
+
+    bundle = _load_for(data, model_config)
     if split == "all":
         return bundle.labelled, bundle.labels, bundle
+    if split == "test" and bundle.given_split is not None:
+        return [s for s in bundle.labelled if bundle.given_split[s.id] == "test"], bundle.labels, bundle
     if split != "val":
-        raise typer.BadParameter("--split must be val or all", param_hint="--split")
-    labelled = bundle.labelled[: info["limit"]] if info.get("limit") else bundle.labelled
-    _, val, _ = split_samples(labelled, info.get("val_fraction", 0.2), info.get("seed", 13))
+        raise typer.BadParameter(
+            "--split must be val, all, or test (for data whose own split has labelled test rows)", param_hint="--split"
+        )
+    info = model_config.training.get("split", {})
+    _, val = split_labelled(bundle, info.get("val_fraction", 0.2), info.get("seed", 13), info.get("limit"))
     return val, bundle.labels, bundle
 
 
@@ -328,7 +357,11 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `fusent train`.")],
     data: DataOpt,
     split: Annotated[
-        str, typer.Option(help="val = the validation split the checkpoint was selected on; all = every labelled row.")
+        str,
+        typer.Option(
+            help="val = the validation split the checkpoint was selected on; all = every labelled row; test = the "
+            "labelled test rows of data that gives its own split."
+        ),
     ] = "val",
     out: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here.")] = None,
     cache_dir: CacheOpt = None,
@@ -336,17 +369,19 @@ def evaluate(
     onnx: OnnxOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1, confusion."""
+    """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1, confusion; for a
+    regression checkpoint MAE, Corr, Acc-7, Acc-2 and F1 (has-0 and non-0)."""
     _setup()
-    from .metrics import classification_metrics, format_metrics
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
     samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config)
-    proba = predictor.predict_proba_samples(samples, bundle.report, progress=not quiet)
-    index = {label: i for i, label in enumerate(labels)}
-    metrics = classification_metrics([index[s.label] for s in samples], proba.argmax(1).tolist(), labels)
-    typer.echo(format_metrics(metrics, f"{predictor.model.config.head} on {data} ({split}, n={len(samples)})"))
+    if not samples:
+        raise typer.BadParameter(f"{data} has no labelled samples in split {split!r}", param_hint="--split")
+    task = predictor.task
+    outputs = predictor.outputs(samples, bundle.report, progress=not quiet)
+    metrics = task.metrics(task.targets(samples, labels), outputs, labels)
+    typer.echo(task.format(metrics, f"{predictor.model.config.head} on {data} ({split}, n={len(samples)})"))
     typer.echo(bundle.report.summary())
     if out:
         _write_json(out, metrics)
@@ -356,22 +391,24 @@ def evaluate(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `fusent train`.")],
     data: DataOpt,
-    out: Annotated[Path | None, typer.Option(help="Write guid,tag rows here (default: stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the predictions here (default: stdout), in the dataset's format.")
+    ] = None,
     all_rows: Annotated[
         bool, typer.Option("--all", help="Predict every sample, not only the unlabelled ones.")
     ] = False,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write ``guid,tag`` predictions for every id of test_without_label.txt (or manifest rows without a label).
-    Samples with a broken or missing modality are still predicted from what they have."""
+    """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
+    id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
+    still predicted from what they have."""
     _setup()
-    from .data import load_dataset
     from .pipeline import write_predictions
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir)
-    bundle = load_dataset(data, labels=predictor.labels)
+    bundle = _load_for(data, predictor.model.config)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")

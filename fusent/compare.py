@@ -38,7 +38,10 @@ def run_compare(
     head_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> list[HeadRun]:
-    """Train every head with every seed. Attention heads use ``with_states``; the others the lighter ``pooled``."""
+    """Train every head with every seed. Attention heads use ``with_states``; the others the lighter ``pooled``.
+    Classification only: the table, McNemar and the plots are per class (regression: ``fusent train`` per head)."""
+    if pooled.bundle.task != "classification":
+        raise ValueError(f"compare is for classification data; {pooled.bundle.name} is {pooled.bundle.task}")
     runs = []
     for head in heads:
         prepared = with_states if head_uses_states(head) else pooled

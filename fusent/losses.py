@@ -1,5 +1,5 @@
-"""Losses on logits (never on softmax outputs): cross-entropy with optional class weights, focal loss; and the
-InfoNCE contrastive term of paper 001."""
+"""Losses on logits (never on softmax outputs): cross-entropy with optional class weights and focal loss; L1 / MSE
+on the single output of a regression head; and the InfoNCE contrastive term of paper 001."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LossName = Literal["ce", "focal"]
+LossName = Literal["auto", "ce", "focal", "l1", "mse"]
+#: Losses by task; ``auto`` picks the first: cross-entropy, or L1 as MMSA and paper 001 train sentiment scores.
+TASK_LOSSES: dict[str, tuple[str, ...]] = {"classification": ("ce", "focal"), "regression": ("l1", "mse")}
 
 
 class FocalLoss(nn.Module):
@@ -35,12 +37,42 @@ class FocalLoss(nn.Module):
         return (w * loss).sum() / w.sum()
 
 
-def make_loss(name: LossName = "ce", weight: torch.Tensor | None = None, gamma: float = 2.0) -> nn.Module:
+class RegressionLoss(nn.Module):
+    """L1 or MSE between a head's ``[B, 1]`` output and ``[B]`` float targets (flattened first: left as they are,
+    the two shapes would broadcast to ``[B, B]`` and train on every pair)."""
+
+    def __init__(self, kind: Literal["l1", "mse"] = "l1"):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        output = output.reshape(target.shape)
+        return F.l1_loss(output, target) if self.kind == "l1" else F.mse_loss(output, target)
+
+
+def resolve_loss(name: LossName, task: str = "classification") -> str:
+    """``name`` checked against ``task`` (``auto`` = the task's default), with a message that says what fits."""
+    allowed = TASK_LOSSES[task]
+    if name != "auto" and not any(name in names for names in TASK_LOSSES.values()):
+        raise ValueError(f"unknown loss {name!r}; use auto, ce, focal (classification), l1 or mse (regression)")
+    if name == "auto":
+        return allowed[0]
+    if name not in allowed:
+        raise ValueError(f"loss {name!r} does not fit a {task} task; use auto or one of {', '.join(allowed)}")
+    return name
+
+
+def make_loss(
+    name: LossName = "ce", weight: torch.Tensor | None = None, gamma: float = 2.0, task: str = "classification"
+) -> nn.Module:
+    name = resolve_loss(name, task)
     if name == "ce":
         return nn.CrossEntropyLoss(weight=weight)
     if name == "focal":
         return FocalLoss(gamma, weight)
-    raise ValueError(f"unknown loss {name!r}; use 'ce' or 'focal'")
+    if weight is not None:
+        raise ValueError("class weights apply to classification losses only; use --class-weights none")
+    return RegressionLoss(name)
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:

@@ -13,10 +13,12 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import __version__
+from .data.records import TaskName
 from .encoders.base import TrainableEncoder, create_trainable, pick_device
 from .encoders.text import TextEncoder
 from .features import ModalityBatch
 from .fusion import create_head
+from .tasks import get_task
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
@@ -34,19 +36,24 @@ class ModelConfig:
     audio_encoder: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # recorded for provenance, incl. the split
     fusent_version: str = __version__
+    task: TaskName = "classification"  # regression: ``labels`` is empty and the head has one output, the score
 
     @property
     def finetune_text(self) -> bool:
         return int(self.text_encoder.get("finetune_layers", 0)) > 0
+
+    @property
+    def num_outputs(self) -> int:
+        return get_task(self.task).num_outputs(self.labels)
 
     def encoder_settings(self, modality: str) -> dict[str, Any]:
         return getattr(self, f"{modality}_encoder", {}) or {}
 
 
 class FusentModel(nn.Module):
-    """``forward(inputs, texts) -> logits``. With a fine-tuned text encoder, text states are computed here from
-    the raw texts; a trainable encoder turns its cached preprocessed input into states here; every other modality
-    arrives as cached features."""
+    """``forward(inputs, texts) -> logits`` (``[B, 1]`` scores for regression). With a fine-tuned text encoder, text
+    states are computed here from the raw texts; a trainable encoder turns its cached preprocessed input into states
+    here; every other modality arrives as cached features."""
 
     def __init__(
         self,
@@ -56,7 +63,7 @@ class FusentModel(nn.Module):
     ):
         super().__init__()
         self.config = config
-        self.head = create_head(config.head, config.dims, len(config.labels), **config.head_kwargs)
+        self.head = create_head(config.head, config.dims, config.num_outputs, **config.head_kwargs)
         if config.finetune_text and text_encoder is None:
             raise ValueError("a fine-tuned text model needs its TextEncoder")
         self.text_encoder = text_encoder if config.finetune_text else None

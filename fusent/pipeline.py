@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from .data import DatasetBundle, ProblemReport, Sample, load_dataset
-from .data.split import split_samples
+from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
 from .encoders import (
     DEFAULT_AUDIO_SECONDS,
     DEFAULT_IMAGE_MODEL,
@@ -30,6 +29,7 @@ from .encoders.base import create_trainable, pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
 from .model import FusentModel, ModelConfig, trainable_encoders
+from .tasks import get_task
 from .training import TrainConfig, TrainResult, train_model
 
 log = logging.getLogger("fusent")
@@ -128,11 +128,6 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def label_tensor(samples: Sequence[Sample], labels: list[str]) -> torch.Tensor:
-    index = {label: i for i, label in enumerate(labels)}
-    return torch.tensor([index[s.label] for s in samples], dtype=torch.long)
-
-
 def prepare(
     data: str | Path,
     settings: EncoderSettings | None = None,
@@ -145,19 +140,18 @@ def prepare(
     keep_states: bool = True,
     label_set: str | None = None,
 ) -> Prepared:
-    """Load ``data``, split its labelled samples (the dataset's own split, else stratified and seeded), encode every
-    split through the cache.
+    """Load ``data``, split its labelled samples, encode every split through the cache.
 
-    ``limit`` keeps only the first N labelled and first N unlabelled samples (quick experiments and tests).
+    The split is the dataset's own when it gives one (``val_fraction`` and ``split_seed`` unused), else seeded and,
+    for classification, stratified. ``limit`` keeps only the first N labelled (see ``split_labelled``) and first N
+    unlabelled samples (quick experiments and tests). An encoder is built only for modalities the data has: a
+    transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     """
     bundle = load_dataset(data, label_set=label_set)
-    labelled = bundle.labelled[:limit] if limit else bundle.labelled
     unlabelled = bundle.unlabelled[:limit] if limit else bundle.unlabelled
-    if len(labelled) < 2 * len(bundle.labels):
-        raise ValueError(f"{data}: only {len(labelled)} labelled samples; need at least two per class to split")
-    train, val, how = split_samples(labelled, val_fraction, split_seed)
-    settings = (settings or EncoderSettings()).for_dataset([*labelled, *unlabelled], bundle.report)
+    train, val = split_labelled(bundle, val_fraction, split_seed, limit)
+    settings = (settings or EncoderSettings()).for_dataset([*train, *val, *unlabelled], bundle.report)
     encoders, text_encoder = build_encoders(
         settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
     )
@@ -167,12 +161,16 @@ def prepare(
         build_features(part, encoders, cache, bundle.report, batch_size, progress, keep_states)
         for part in (train, val, unlabelled)
     ]
+    task = get_task(bundle.task)
+    split: dict[str, Any] = {"val_fraction": val_fraction, "seed": split_seed}
+    if bundle.given_split is not None:
+        split = {"given": True}
     return Prepared(
         bundle=bundle,
         train=tables[0],
-        y_train=label_tensor(train, bundle.labels),
+        y_train=task.targets(train, bundle.labels),
         val=tables[1],
-        y_val=label_tensor(val, bundle.labels),
+        y_val=task.targets(val, bundle.labels),
         unlabelled=tables[2],
         dims=feature_dims(encoders, text_encoder),
         settings=settings,
@@ -182,7 +180,7 @@ def prepare(
             "audio": settings.audio_config(),
             **{m: e.settings() for m, e in encoders.items() if e is not None and e.trainable},
         },
-        split={**how, "n_train": len(train), "n_val": len(val), **({"label_set": label_set} if label_set else {})},
+        split={**split, "n_train": len(train), "n_val": len(val), **({"label_set": label_set} if label_set else {})},
         text_encoder=text_encoder,
         encode_seconds=time.perf_counter() - start,
     )
@@ -202,6 +200,7 @@ def fit(
     torch.manual_seed(train_config.seed)  # head initialisation is part of what the seed fixes
     config = ModelConfig(
         labels=prepared.bundle.labels,
+        task=prepared.bundle.task,
         head=head,
         dims=prepared.dims,
         head_kwargs=dict(head_kwargs or {}),
@@ -218,10 +217,12 @@ def fit(
 
 
 def write_predictions(
-    path: str | Path | None, ids: Sequence[str], labels: Sequence[str], header: str = "guid,tag"
+    path: str | Path | None, ids: Sequence[str], labels: Sequence[str | float], header: str = "guid,tag"
 ) -> None:
-    """``guid,tag`` rows (the MVSA test file's own format) to ``path``, or to stdout when path is None/'-'."""
-    rows = [header.split(","), *zip(ids, labels, strict=True)]
+    """``guid,tag`` rows (the MVSA test file's own format; ``id,score`` with 4-decimal scores for regression) to
+    ``path``, or to stdout when path is None/'-'."""
+    cells = [f"{v:.4f}" if isinstance(v, float) else v for v in labels]
+    rows = [header.split(","), *zip(ids, cells, strict=True)]
     if path is None or str(path) == "-":
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return

@@ -24,6 +24,7 @@ from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
 from .features import FeatureCache, FeatureTable, ModalityBatch, build_features
 from .model import FusentModel
 from .pipeline import build_encoders
+from .tasks import get_task
 from .training import predict_logits
 
 
@@ -47,8 +48,8 @@ class Prediction(list):
         self.contributions, self.contribution_method = contributions, contribution_method
 
     @property
-    def label(self) -> str:
-        return self[0]["label"]
+    def label(self) -> str | None:
+        return self[0].get("label")  # None for a regression checkpoint (its answer is a score)
 
     @property
     def score(self) -> float:
@@ -121,7 +122,7 @@ class Predictor:
             "quantize_text": isinstance(self.encoders.get("text"), Int8TextEncoder),
             "onnx_image": isinstance(self.encoders.get("image"), OnnxImageEncoder),
         }
-        self.labels = cfg.labels
+        self.labels, self.task = cfg.labels, get_task(cfg.task)
         self.cache = cache
         self.max_image_pixels = MAX_IMAGE_PIXELS
         weights = model.head.report().get("modality_weights")
@@ -163,18 +164,26 @@ class Predictor:
             keep_states=self.model.head.uses_states,
         )
 
+    def outputs(
+        self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
+    ) -> torch.Tensor:
+        """The head's raw outputs ``[N, C]`` (logits; ``[N, 1]`` scores for regression); broken modalities count
+        as missing."""
+        return predict_logits(self.model, self.features(samples, report, progress))
+
     def predict_proba_samples(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
     ) -> np.ndarray:
-        """Class probabilities ``[N, C]`` in the order of ``self.labels``; broken modalities count as missing."""
-        table = self.features(samples, report, progress)
-        return torch.softmax(predict_logits(self.model, table), dim=-1).numpy()
+        """Class probabilities ``[N, C]`` in the order of ``self.labels``."""
+        if self.task.name != "classification":
+            raise ValueError("this checkpoint predicts regression scores, not class probabilities: use predict_samples")
+        return torch.softmax(self.outputs(samples, report, progress), dim=-1).numpy()
 
     def predict_samples(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
-    ) -> list[str]:
-        proba = self.predict_proba_samples(samples, report, progress)
-        return [self.labels[i] for i in proba.argmax(1)] if len(proba) else []
+    ) -> list[str] | list[float]:
+        """A label per sample, or a score per sample for a regression checkpoint."""
+        return self.task.decode(self.outputs(samples, report, progress), self.labels)
 
     # ------------------------------------------------------------------------------------------ posts
 
@@ -241,37 +250,46 @@ class Predictor:
             kind = next(iter(report.counts))
             raise InputError(kind, "; ".join(report.messages), kind.rsplit("_", 1)[-1])
         model, index = self.model, torch.arange(len(samples))
-        # trainable encoders (inception-sa, lstm-cnn) and a fine-tuned text encoder run inside the model
         inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
-        proba = torch.softmax(model.head(inputs), -1).cpu()
+        outputs = model.head(inputs).cpu()
         present = {m: inputs[m].present.cpu() for m in self.modalities}
-        contributions, method = self._contributions(inputs, proba, present)
+        contributions, method = self._contributions(inputs, outputs, present)
         out = []
         for i in range(len(samples)):
-            scores = sorted(
-                ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba[i], strict=True)),
-                key=lambda r: -r["score"],
-            )
+            if self.task.name == "regression":
+                scores = [{"score": float(outputs[i, 0])}]
+            else:
+                proba = torch.softmax(outputs[i], -1)
+                scores = sorted(
+                    ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba, strict=True)),
+                    key=lambda r: -r["score"],
+                )
             given = {m: round(float(contributions[m][i]), 6) for m in self.modalities if present[m][i]}
             out.append(Prediction(scores, given, method))
         return out
 
+    def _decision(self, outputs: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """What contributions explain: the probability of the predicted label, or the regression score."""
+        if self.task.name == "regression":
+            return outputs[:, 0]
+        return torch.softmax(outputs, -1).gather(1, top)[:, 0]
+
     def _contributions(
-        self, inputs: dict[str, ModalityBatch], proba: torch.Tensor, present: dict[str, torch.Tensor]
+        self, inputs: dict[str, ModalityBatch], outputs: torch.Tensor, present: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], str]:
         """Per-modality shares ``[B]``: the head's learned weights renormalised over the modalities each post has
-        (as the weighted head itself does), else the fall of the top label's probability when one is masked."""
+        (as the weighted head itself does), else the fall of the top label's probability (the change of the
+        score, for regression) when one is masked."""
         if self.learned_weights is not None:
             w = torch.stack([torch.tensor(self.learned_weights[m]) * present[m] for m in self.modalities], 1)
             w = w / w.sum(1, keepdim=True).clamp(min=1e-12)
             return {m: w[:, j] for j, m in enumerate(self.modalities)}, "learned_weights"
-        top = proba.argmax(1, keepdim=True)
-        out = {}
+        top = outputs.argmax(1, keepdim=True)
+        decision, out = self._decision(outputs, top), {}
         for m in self.modalities:
             if not present[m].any():
-                out[m] = torch.zeros(len(proba))
+                out[m] = torch.zeros(len(outputs))
                 continue
             masked = {**inputs, m: dataclasses.replace(inputs[m], present=torch.zeros_like(inputs[m].present))}
-            masked_proba = torch.softmax(self.model.head(masked), -1).cpu()
-            out[m] = (proba.gather(1, top) - masked_proba.gather(1, top))[:, 0]
+            out[m] = decision - self._decision(self.model.head(masked).cpu(), top)
         return out, "masking"

@@ -1,4 +1,5 @@
-"""The one trainer every fusion head goes through: AdamW, early stopping on validation macro-F1, best restore."""
+"""The one trainer every fusion head goes through: AdamW, early stopping on validation macro-F1 (MAE for
+regression), best restore."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from tqdm.auto import tqdm
 
 from .features import FeatureTable, ModalityBatch
 from .losses import LossName, info_nce, make_loss
-from .metrics import classification_metrics
 from .model import FusentModel
+from .tasks import get_task
 
 ClassWeights = Literal["none", "balanced", "sqrt"]
 
@@ -30,7 +31,7 @@ class TrainConfig:
     patience: int = 8
     seed: int = 13
     class_weights: ClassWeights = "none"
-    loss: LossName = "ce"  # or "focal" (paper 002)
+    loss: LossName = "auto"  # ce (classification) / l1 (regression); or focal (paper 002), mse
     focal_gamma: float = 2.0
     modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
     text_lr: float = 3e-5  # for the fine-tuned text layers only
@@ -58,6 +59,8 @@ def class_weight_vector(y: torch.Tensor, num_classes: int, mode: ClassWeights) -
     """``balanced`` = n / (C * n_c) as in scikit-learn; ``sqrt`` = its square root (softer on rare classes)."""
     if mode == "none":
         return None
+    if y.is_floating_point():
+        raise ValueError("class weights need class labels, not regression scores; use class_weights='none'")
     counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
     weights = len(y) / (num_classes * counts)
     return weights.sqrt() if mode == "sqrt" else weights
@@ -131,7 +134,7 @@ def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 25
     for start in range(0, len(table), batch_size):
         index = torch.arange(start, min(start + batch_size, len(table)))
         out.append(model(_to(table.batch(index), model.device), _texts(table, index)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(model.config.labels))
+    return torch.cat(out) if out else torch.zeros(0, model.config.num_outputs)
 
 
 def train_model(
@@ -143,9 +146,9 @@ def train_model(
     config: TrainConfig,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``model`` in place and restore its best-validation-macro-F1 weights."""
+    """Train ``model`` in place and restore its best weights by the task's validation metric."""
     set_seed(config.seed)
-    labels = model.config.labels
+    labels, task = model.config.labels, get_task(model.config.task)
     start_time = time.perf_counter()
     named, scaled = dict(model.head.named_parameters()), model.head.lr_scale
     groups: list[dict[str, Any]] = [
@@ -160,10 +163,10 @@ def train_model(
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     device = model.device
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
-    loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma)
+    loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
     gen = torch.Generator().manual_seed(config.seed)
 
-    best_f1, best_epoch, best_state, best_metrics, history, stale = -1.0, 0, None, {}, [], 0
+    best_score, best_epoch, best_state, best_metrics, history, stale = -float("inf"), 0, None, {}, [], 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()  # includes a fine-tuned text encoder (a submodule)
@@ -181,12 +184,11 @@ def train_model(
             loss.backward()
             optimizer.step()
             total += loss.item() * len(index)
-        pred = predict_logits(model, val).argmax(1)
-        metrics = classification_metrics(y_val.tolist(), pred.tolist(), labels)
-        history.append({"epoch": epoch, "train_loss": total / len(train), **_headline(metrics)})
-        bar.set_postfix(loss=f"{total / len(train):.3f}", val_f1=f"{metrics['f1_macro']:.3f}")
-        if metrics["f1_macro"] > best_f1:
-            best_f1, best_epoch, best_metrics, stale = metrics["f1_macro"], epoch, metrics, 0
+        metrics = task.metrics(y_val, predict_logits(model, val), labels)
+        history.append({"epoch": epoch, "train_loss": total / len(train), **task.headline(metrics)})
+        bar.set_postfix(loss=f"{total / len(train):.3f}", **{f"val_{task.monitor}": f"{metrics[task.monitor]:.3f}"})
+        if task.score(metrics) > best_score:
+            best_score, best_epoch, best_metrics, stale = task.score(metrics), epoch, metrics, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
@@ -197,12 +199,3 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_epoch, best_metrics, history, time.perf_counter() - start_time)
-
-
-def _headline(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        "val_accuracy": metrics["accuracy"],
-        "val_f1_macro": metrics["f1_macro"],
-        "val_f1_weighted": metrics["f1_weighted"],
-        **{f"val_f1_{label}": c["f1"] for label, c in metrics["per_class"].items()},
-    }

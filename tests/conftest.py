@@ -269,3 +269,68 @@ def real_mvsa() -> Path:
     if not (REAL_MVSA / "train.txt").exists():
         pytest.skip(f"real MVSA slice not found at {REAL_MVSA}")
     return REAL_MVSA
+
+
+# ------------------------------------------------------------------------------------ tiny CMU-MOSI style folder
+
+REAL_MOSI = REPO.parent / "shared" / "data" / "cmu_mosi_text"
+SCORE_OF = {"positive": 2.0, "negative": -2.0, "neutral": 0.0}
+
+
+@dataclass
+class MosiSpec:
+    """What the generated regression folder holds; bad rows listed by the problem kind they must raise."""
+
+    root: Path
+    scores: dict[str, float] = field(default_factory=dict)  # expected labelled id -> score
+    split: dict[str, str] = field(default_factory=dict)  # expected labelled id -> train / val / test
+    unlabelled: list[str] = field(default_factory=list)
+    bad: dict[str, list[str]] = field(default_factory=dict)  # problem kind -> ids
+
+
+def make_mosi_folder(root: Path, train: int = 24, dev: int = 12) -> MosiSpec:
+    """``label.csv`` (id,text,label,mode: train / dev / test rows and one of each bad-row kind) and
+    ``test_without_label.csv`` (id,text, one row with no text); texts of tiny-vocabulary words whose score follows
+    their sentiment, so a tiny model can learn it."""
+    root.mkdir(parents=True)
+    spec = MosiSpec(root=root)
+    rng = random.Random(11)
+    lines = ["id,text,label,mode"]
+    sentiments = ["positive", "negative", "neutral"]
+    for mode, n in (("train", train), ("dev", dev), ("test", 3)):
+        for k in range(n):
+            sentiment = sentiments[k % 3]
+            sid = f"{mode}_{k:02d}"
+            score = round(SCORE_OF[sentiment] + rng.uniform(-0.8, 0.8), 2)
+            text = " ".join(rng.choice(WORDS[sentiment]) for _ in range(rng.randint(2, 5)))
+            lines.append(f"{sid},{text},{score},{mode}")
+            spec.scores[sid] = score
+            spec.split[sid] = {"dev": "val"}.get(mode, mode)
+    spec.bad = {
+        "bad_score": ["nan01", "word01", "nolabel01"],
+        "score_out_of_range": ["high01"],
+        "empty_text": ["notext01", "tnotext01"],
+        "duplicate_id": ["train_00"],
+        "unknown_split": ["mode01"],
+        "bad_row": ["comma01"],
+    }
+    lines += [
+        "nan01,good day,nan,train",
+        "word01,good day,very good,train",
+        "nolabel01,good day,,train",
+        "high01,good great,3.5,train",
+        "notext01,,1.0,train",
+        "train_00,bad sad,-2.5,dev",  # a second row of an id: the first (train) row is kept
+        "mode01,bad day,-1.0,holdout",
+        "comma01,good, great,2.0,train",  # an unquoted comma: five fields
+    ]
+    (root / "label.csv").write_text("\n".join(lines) + "\n")
+    spec.unlabelled = [f"t{k:02d}" for k in range(5)] + ["tnotext01"]
+    rows = ["id,text"] + [f"t{k:02d},{' '.join(WORDS[sentiments[k % 3]][:3])}" for k in range(5)] + ["tnotext01,"]
+    (root / "test_without_label.csv").write_text("\n".join(rows) + "\n")
+    return spec
+
+
+@pytest.fixture(scope="session")
+def tiny_mosi(tmp_path_factory: pytest.TempPathFactory) -> MosiSpec:
+    return make_mosi_folder(tmp_path_factory.mktemp("mosi") / "tiny_mosi")

@@ -351,7 +351,7 @@ def test_ravdess_sentiment_from_file_names_split_by_actor(tiny_ravdess):
     for sid, sample in kept.items():
         assert sample.label == SENTIMENT[emotions[sid]]
         assert sample.text == STATEMENTS[sid.split("-")[4]]
-        assert sample.split == ("train" if int(sid[-2:]) <= 16 else "val")
+        assert bundle.given_split[sid] == ("train" if int(sid[-2:]) <= 16 else "val")
         assert sample.audio.exists() and sample.image is None
 
 
@@ -373,7 +373,7 @@ def test_prepare_uses_the_dataset_split(tiny_ravdess, tiny_models, tmp_path: Pat
     prepared = prepare(root, settings, cache_dir=tmp_path / "cache", progress=False)
     actors = {int(i[-2:]) for i in prepared.train.ids}, {int(i[-2:]) for i in prepared.val.ids}
     assert actors == ({1, 2}, {17, 18})
-    assert prepared.split["given_by_dataset"] is True
+    assert prepared.split["given"] is True
     assert set(prepared.dims) == {"text", "audio"}  # the image encoder is dropped: no sample has an image
     assert prepared.bundle.report.notes["no_image_in_dataset"] == 1
 
@@ -474,7 +474,7 @@ def test_cli_trains_and_evaluates_ravdess_emotion(tiny_ravdess, tiny_models, tmp
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert len(config["labels"]) == 8 and set(config["dims"]) == {"text", "audio"}
     assert config["audio_encoder"] == {"name": "mfcc", "max_seconds": 10.0}
-    assert config["training"]["split"]["given_by_dataset"] and config["training"]["split"]["label_set"] == "emotion"
+    assert config["training"]["split"]["given"] and config["training"]["split"]["label_set"] == "emotion"
     metrics = json.loads((run / "metrics.json").read_text())
     n_val = sum(1 for sid in emotions if int(sid[-2:]) >= 17)
     assert sum(map(sum, metrics["validation"]["confusion_matrix"])) == n_val  # actors 17-18 only
@@ -506,8 +506,8 @@ def real_ravdess() -> Path:
 def test_real_ravdess_adapter_and_decoding(real_ravdess: Path):
     bundle = load_dataset(real_ravdess)
     assert len(bundle.labelled) == 1040 and bundle.report.notes["ravdess_surprised_excluded"] == 160
-    assert {s.split for s in bundle.labelled} == {"train", "val"}
-    val_actors = {int(s.id[-2:]) for s in bundle.labelled if s.split == "val"}
+    assert set(bundle.given_split.values()) == {"train", "val"}
+    val_actors = {int(i[-2:]) for i, part in bundle.given_split.items() if part == "val"}
     assert val_actors == {17, 18, 19, 20}
     emotion = load_dataset(real_ravdess, label_set="emotion")
     assert len(emotion.labelled) == 1200 and not emotion.report.counts

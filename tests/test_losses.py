@@ -1,4 +1,4 @@
-"""Focal loss (paper 002) against cross-entropy and a hand-computed value."""
+"""Focal loss (paper 002) against cross-entropy and a hand-computed value; regression losses and task checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fusent.losses import FocalLoss, make_loss
+from fusent.losses import FocalLoss, RegressionLoss, make_loss, resolve_loss
 
 
 def test_focal_equals_cross_entropy_at_gamma_zero():
@@ -45,3 +45,24 @@ def test_make_loss_choices():
         make_loss("hinge")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gamma"):
         FocalLoss(-1.0)
+
+
+def test_regression_loss_pairs_each_output_with_its_own_target():
+    output = torch.tensor([[1.0], [4.0]])  # a head's [B, 1] output
+    target = torch.tensor([2.0, 0.0])
+    # per row |1 - 2| = 1 and |4 - 0| = 4 -> L1 2.5, MSE (1 + 16) / 2 = 8.5. (Broadcasting [2, 1] against [2]
+    # would compare every output with every target: L1 (1 + 1 + 2 + 4) / 4 = 2.0.)
+    assert make_loss("l1", task="regression")(output, target).item() == pytest.approx(2.5)
+    assert make_loss("mse", task="regression")(output, target).item() == pytest.approx(8.5)
+    assert isinstance(make_loss("auto", task="regression"), RegressionLoss)
+    assert make_loss("auto", task="regression").kind == "l1"  # MMSA / paper 001 practice
+
+
+def test_losses_are_checked_against_the_task():
+    assert resolve_loss("auto", "classification") == "ce" and resolve_loss("auto", "regression") == "l1"
+    with pytest.raises(ValueError, match="does not fit a regression task"):
+        make_loss("focal", task="regression")
+    with pytest.raises(ValueError, match="does not fit a classification task"):
+        make_loss("mse")
+    with pytest.raises(ValueError, match="class weights"):
+        make_loss("l1", weight=torch.ones(3), task="regression")

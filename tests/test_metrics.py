@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from fusent.metrics import classification_metrics, confusion_matrix, format_metrics
+from fusent.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    format_metrics,
+    format_regression_metrics,
+    pearson_corr,
+    regression_metrics,
+)
 
 LABELS = ["negative", "neutral", "positive"]
 #            0  1  2  3  4  5  6  7  8  9
@@ -110,3 +119,62 @@ def test_format_metrics_lists_labels_and_matrix():
     rows = [line.split()[-3:] for line in lines[matrix_at + 2 :]]
     assert rows == [["2", "0", "1"], ["0", "0", "2"], ["1", "0", "4"]]
     assert lines[matrix_at + 2].startswith("negative")
+
+
+# ------------------------------------------------------------------------------------------ regression metrics
+
+# y_true / y_pred of a hand-worked example (paper 001 §4.2 metrics; every number below is computed in comments).
+R_TRUE = [-2.6, -1.0, 0.0, 0.4, 1.5, 3.0]
+R_PRED = [-2.0, 0.5, -0.2, 0.4, 2.5, 3.6]
+
+
+def test_regression_metrics_hand_computed():
+    m = regression_metrics(R_TRUE, R_PRED)
+    assert m["n"] == 6
+    # |errors| = 0.6, 1.5, 0.2, 0.0, 1.0, 0.6 -> sum 3.9 -> MAE 3.9 / 6 = 0.65
+    assert m["mae"] == pytest.approx(0.65)
+    # Acc-7: true rounds to -3, -1, 0, 0, 2 (1.5 -> 2), 3; pred to -2, 0 (0.5 -> 0, half to even), 0, 0,
+    # 2 (2.5 -> 2, half to even), 3 (3.6 clipped to 3) -> matches at positions 3, 4, 5, 6 -> 4 / 6
+    assert m["acc7"] == pytest.approx(4 / 6)
+    # has-0: true >= 0 is F F T T T T, pred >= 0 is F T F T T T -> right at 1, 4, 5, 6 -> 4 / 6.
+    # negative: 2 true, 2 predicted, 1 right -> P = R = 1/2, F1 = 1/2; non-negative: 4 true, 4 predicted,
+    # 3 right -> F1 = 3/4; support-weighted F1 = (2 * 1/2 + 4 * 3/4) / 6 = 4 / 6
+    assert m["acc2_has0"] == pytest.approx(4 / 6)
+    assert m["f1_has0"] == pytest.approx(4 / 6)
+    # non-0: the true 0.0 (position 3) is left out -> 5 samples; true > 0 is F F T T T, pred > 0 is F T T T T
+    # -> right at 1, 3, 4, 5 -> 4 / 5. negative: 2 true, 1 predicted, 1 right -> P 1, R 1/2, F1 2/3;
+    # positive: 3 true, 4 predicted, 3 right -> P 3/4, R 1, F1 6/7; weighted = (2 * 2/3 + 3 * 6/7) / 5 = 82/105
+    assert m["n_non0"] == 5
+    assert m["acc2_non0"] == pytest.approx(4 / 5)
+    assert m["f1_non0"] == pytest.approx(82 / 105)
+
+
+def test_pearson_corr_hand_computed():
+    # deviations from the means (2 and 2): true -1 0 1, pred -1 1 0 -> covariance sum 1, squared sums 2 and 2
+    # -> r = 1 / sqrt(2 * 2) = 0.5
+    assert pearson_corr([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(0.5)
+    # a scaled and shifted copy correlates perfectly; a reversed one perfectly negatively
+    assert pearson_corr([1.0, 2.0, 4.0], [-1.0, 1.0, 5.0]) == pytest.approx(1.0)
+    assert pearson_corr([1.0, 2.0, 4.0], [4.0, 3.0, 1.0]) == pytest.approx(-1.0)
+    # a constant prediction (an untrained head) has no correlation: NaN, not a number that looks like one
+    assert math.isnan(pearson_corr([1.0, 2.0, 3.0], [0.5, 0.5, 0.5]))
+    assert math.isnan(regression_metrics([1.0, 2.0, 3.0], [0.5, 0.5, 0.5])["corr"])
+
+
+def test_regression_metrics_conventions_differ_only_through_zero_labels():
+    # no true 0 and no prediction exactly 0: both conventions agree on every sample
+    m = regression_metrics([-1.2, 0.7, 2.0], [-0.3, 0.2, -1.0])
+    assert m["acc2_has0"] == m["acc2_non0"] == pytest.approx(2 / 3) and m["n_non0"] == 3
+    # a true 0 predicted as 0.3: right under has-0 (both non-negative), and not counted under non-0
+    m = regression_metrics([0.0, 1.0], [0.3, 1.0])
+    assert m["acc2_has0"] == 1.0 and m["n_non0"] == 1 and m["acc2_non0"] == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        regression_metrics([1.0, 2.0], [1.0])
+
+
+def test_format_regression_metrics_names_both_conventions():
+    text = format_regression_metrics(regression_metrics(R_TRUE, R_PRED), "title")
+    assert text.splitlines()[0] == "title"
+    assert "MAE 0.6500" in text and "Acc-7 0.6667" in text
+    assert "Acc-2 has-0 (negative <0 vs non-negative >=0)" in text and "0.6667" in text
+    assert "Acc-2 non-0 (negative <0 vs positive >0, 0 left out) 0.8000" in text and "n=5" in text

@@ -5,20 +5,19 @@ from .audio import AudioLoadError, load_audio
 from .images import ImageLoadError, load_image
 from .loading import Decoded, LoadError
 from .memotion import MEMOTION_LABELS, load_memotion
+from .mosi import load_mosi
 from .ravdess import load_audio_folder, load_ravdess
-from .records import MODALITIES, DatasetBundle, ProblemReport, Sample
-from .split import given_split, split_samples, stratified_split
+from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
+from .split import split_labelled, stratified_split
 from .text import decode_text
 
 __all__ = [
     "AudioLoadError",
     "Decoded",
     "LoadError",
-    "given_split",
     "load_audio",
     "load_audio_folder",
     "load_ravdess",
-    "split_samples",
     "MEMOTION_LABELS",
     "MODALITIES",
     "MVSA_LABELS",
@@ -26,11 +25,14 @@ __all__ = [
     "ImageLoadError",
     "ProblemReport",
     "Sample",
+    "TaskName",
     "decode_text",
     "load_dataset",
     "load_image",
     "load_manifest",
     "load_memotion",
+    "load_mosi",
     "load_mvsa",
+    "split_labelled",
     "stratified_split",
 ]

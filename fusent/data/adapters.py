@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .records import MODALITIES, DatasetBundle, ProblemReport, Sample
+from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
 from .text import decode_text
 
 MVSA_LABELS = ["negative", "neutral", "positive"]
@@ -30,8 +30,11 @@ def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: s
     if path.is_dir():
         if (path / "train.txt").exists() or (path / "test_without_label.txt").exists():
             return load_mvsa(path, labels=labels)
-        from .memotion import is_memotion_folder, load_memotion  # imported here: memotion imports this module
+        from .memotion import is_memotion_folder, load_memotion  # imported here: they import this module
+        from .mosi import is_mosi_folder, load_mosi
 
+        if is_mosi_folder(path):  # before Memotion: both may hold a test_without_label.csv
+            return load_mosi(path)
         if is_memotion_folder(path):
             return load_memotion(path, labels=labels)
         for name in ("manifest.csv", "manifest.jsonl"):
@@ -42,8 +45,9 @@ def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: s
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
-                "(labels.csv / test_without_label.csv + images/), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac)"
-                ", a folder with manifest.csv / manifest.jsonl, nor a folder of audio files"
+                "(labels.csv / test_without_label.csv + images/), a CMU-MOSI style folder (label.csv with "
+                "id,text,label,mode), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac), a folder with "
+                "manifest.csv / manifest.jsonl, nor a folder of audio files"
             ) from None
     if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
         return load_manifest(path, labels=labels)
@@ -87,11 +91,20 @@ def _read_text_file(path: Path, sample_id: str, report: ProblemReport) -> str | 
 
 
 def _finish(
-    rows: Iterable[tuple[Sample, bool]], labels: list[str] | None, report: ProblemReport, name: str
+    rows: Iterable[tuple[Sample, bool]],
+    labels: list[str] | None,
+    report: ProblemReport,
+    name: str,
+    task: TaskName = "classification",
 ) -> DatasetBundle:
-    """Check ids and labels for a stream of (sample, is_labelled) rows, never dropping one silently."""
+    """Check ids and labels for a stream of (sample, is_labelled) rows, never dropping one silently.
+
+    For regression, a labelled row whose score is None was rejected (and reported) by its adapter: not trained on.
+    """
     rows = list(rows)
-    if labels is None:
+    if task == "regression":
+        labels = []
+    elif labels is None:
         labels = sorted({s.label for s, lab in rows if lab and s.label})
     seen: dict[bool, set[str]] = {True: set(), False: set()}  # per section: an id may be both labelled and asked
     labelled: list[Sample] = []
@@ -104,13 +117,18 @@ def _finish(
         if all(getattr(sample, m) is None for m in MODALITIES):
             report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
         if not is_labelled:
-            sample.label = None
+            sample.label, sample.score = None, None
             unlabelled.append(sample)
+        elif task == "regression":
+            if sample.score is not None:
+                labelled.append(sample)
         elif sample.label not in labels:
             report.add("unknown_label", sample.id, f"label {sample.label!r} is not one of {labels}; not trained on")
         else:
             labelled.append(sample)
-    return DatasetBundle(labelled=labelled, unlabelled=unlabelled, labels=list(labels), report=report, name=name)
+    return DatasetBundle(
+        labelled=labelled, unlabelled=unlabelled, labels=list(labels), report=report, name=name, task=task
+    )
 
 
 def _read_guid_file(path: Path) -> list[tuple[str, str]]:

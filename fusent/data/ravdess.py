@@ -91,11 +91,13 @@ def load_ravdess(
                 report.note(f"ravdess_{emotion}_excluded")
                 continue
             text = STATEMENTS[fields["statement"]] if with_text else None
-            split = actor_split(int(fields["actor"]))
-            yield Sample(id=path.stem, text=text, audio=path, label=label, split=split), True
+            splits[path.stem] = actor_split(int(fields["actor"]))
+            yield Sample(id=path.stem, text=text, audio=path, label=label), True
 
+    splits: dict[str, str] = {}
     chosen = labels or (EMOTION_LABELS if label_set == "emotion" else SENTIMENT_LABELS)
     bundle = _finish(rows(), chosen, report, name=f"{root.name}-{label_set}")
+    bundle.given_split = {s.id: splits[s.id] for s in bundle.labelled}  # speakers never cross the split
     bundle.prediction_header = "id,label"
     return bundle
 

@@ -6,27 +6,28 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger("fusent")
 
 #: Modalities fusent knows, in the fixed order heads concatenate them.
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
 
+TaskName = Literal["classification", "regression"]
+
 
 @dataclass
 class Sample:
     """One post. ``text`` is already decoded; ``image`` and ``audio`` are paths (or bytes / a PIL image / a
-    waveform when given in memory) that may turn out unreadable. ``split`` is the dataset's own assignment
-    (``train`` / ``val`` / ``test``) where it has one (speakers kept apart, a published split); None lets fusent
-    split."""
+    waveform when given in memory) that may turn out unreadable. A classification target is ``label``; a
+    regression target is ``score``."""
 
     id: str
     text: str | None = None
     image: Path | bytes | Any | None = None
     audio: Path | bytes | Any | None = None
     label: str | None = None
-    split: str | None = None
+    score: float | None = None
 
 
 @dataclass
@@ -54,7 +55,11 @@ class ProblemReport:
 
 @dataclass
 class DatasetBundle:
-    """What an adapter returns: labelled samples, samples to predict, the label set and the problems."""
+    """What an adapter returns: labelled samples, samples to predict, the label set and the problems.
+
+    ``labels`` is empty for a regression dataset. ``given_split`` maps each labelled id to "train", "val" or "test"
+    when the dataset fixes its own split (then no random split is drawn); None otherwise.
+    """
 
     labelled: list[Sample]
     unlabelled: list[Sample]
@@ -62,3 +67,10 @@ class DatasetBundle:
     report: ProblemReport
     name: str = ""
     prediction_header: str = "guid,tag"  # header row of the predictions file, in the dataset's own format
+    task: TaskName = "classification"
+    given_split: dict[str, str] | None = None
+
+    def modalities(self) -> list[str]:
+        """The modalities at least one sample has (e.g. only text for a transcript table), in ``MODALITIES`` order."""
+        samples = self.labelled + self.unlabelled
+        return [m for m in MODALITIES if any(getattr(s, m, None) is not None for s in samples)]

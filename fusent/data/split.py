@@ -1,47 +1,47 @@
-"""Train/validation splits: the dataset's own where it gives one, else stratified with a fixed seed."""
+"""Train/validation splits: the dataset's own when it gives one, else a seeded (stratified for classes) draw."""
 
 from __future__ import annotations
 
 from sklearn.model_selection import train_test_split
 
-from .records import Sample
+from .records import DatasetBundle, Sample
 
 
 def stratified_split(
-    samples: list[Sample], val_fraction: float = 0.2, seed: int = 13
+    samples: list[Sample], val_fraction: float = 0.2, seed: int = 13, stratify: bool = True
 ) -> tuple[list[Sample], list[Sample]]:
-    """Split keeping class proportions; the same seed always gives the same split."""
+    """Split keeping class proportions; the same seed always gives the same split. ``stratify=False`` draws a plain
+    seeded random split (regression scores have no classes to keep in proportion)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    labels = [s.label for s in samples]
+    labels = [s.label for s in samples] if stratify else None
     train, val = train_test_split(samples, test_size=val_fraction, random_state=seed, stratify=labels)
     return list(train), list(val)
 
 
-#: Names datasets use for their validation part (CMU-MOSI's ``mode`` says "valid").
-VAL_SPLIT_NAMES = frozenset({"val", "valid", "validation", "dev"})
+def split_labelled(
+    bundle: DatasetBundle, val_fraction: float = 0.2, seed: int = 13, limit: int | None = None
+) -> tuple[list[Sample], list[Sample]]:
+    """``(train, val)`` of the bundle's labelled samples: the dataset's own split when it gives one (its "test" rows
+    are in neither: selection never sees them), else a seeded random split, stratified for classification.
 
-
-def given_split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]] | None:
-    """The dataset's own train/validation split (``Sample.split``), or None when it gives none.
-
-    Rows of any other split (e.g. ``test``) are in neither part: selection never sees them.
+    ``limit`` keeps the first N labelled samples before a random split, or the first N of each part of a given one
+    (a table sorted by split would otherwise lose its validation rows).
     """
-    if not any(s.split for s in samples):
-        return None
-    train = [s for s in samples if s.split == "train"]
-    val = [s for s in samples if s.split in VAL_SPLIT_NAMES]
+    if bundle.given_split is None:
+        samples = bundle.labelled[:limit] if limit else bundle.labelled
+        if len(samples) < max(2, 2 * len(bundle.labels)):
+            raise ValueError(
+                f"{bundle.name}: only {len(samples)} labelled samples; need at least two (per class) to split"
+            )
+        return stratified_split(samples, val_fraction, seed, stratify=bundle.task == "classification")
+    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for sample in bundle.labelled:
+        parts[bundle.given_split[sample.id]].append(sample)
+    train, val = (parts["train"][:limit], parts["val"][:limit]) if limit else (parts["train"], parts["val"])
     if not train or not val:
-        raise ValueError(f"the dataset's own split gives {len(train)} train and {len(val)} validation samples")
+        raise ValueError(
+            f"{bundle.name}: the dataset's own split has {len(train)} train and {len(val)} validation samples; "
+            "both must be non-empty"
+        )
     return train, val
-
-
-def split_samples(
-    samples: list[Sample], val_fraction: float = 0.2, seed: int = 13
-) -> tuple[list[Sample], list[Sample], dict[str, object]]:
-    """The dataset's own split where it has one, else a stratified one; and how it was made (for checkpoints)."""
-    own = given_split(samples)
-    if own is not None:
-        return own[0], own[1], {"given_by_dataset": True}
-    train, val = stratified_split(samples, val_fraction, seed)
-    return train, val, {"val_fraction": val_fraction, "seed": seed}

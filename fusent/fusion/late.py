@@ -16,6 +16,9 @@ class LateFusion(FusionHead):
     minimises its own loss on the samples that have its modality.
 
     Output "logits" are ``log((votes + mean_p) / (M + 1))``: a distribution whose argmax is the vote winner.
+
+    With one output (regression) there is nothing to vote on: the analogue is ``y = mean_m y_m``, the mean of the
+    per-modality scores over the modalities present; each regressor still trains on its own loss.
     """
 
     def __init__(self, dims: dict[str, int], num_classes: int, **kwargs):
@@ -35,6 +38,8 @@ class LateFusion(FusionHead):
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         logits, voters = self.modality_logits(inputs), self.voters(inputs)
+        if self.num_classes == 1:  # regression: mean of the present modalities' scores
+            return (logits * voters[..., None]).sum(1) / voters.sum(1, keepdim=True)
         probs = logits.softmax(-1)
         votes = (F.one_hot(probs.argmax(-1), self.num_classes).float() * voters[..., None]).sum(1)
         mean_p = (probs * voters[..., None]).sum(1) / voters.sum(1, keepdim=True)
