@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,3 +335,28 @@ def make_mosi_folder(root: Path, train: int = 24, dev: int = 12) -> MosiSpec:
 @pytest.fixture(scope="session")
 def tiny_mosi(tmp_path_factory: pytest.TempPathFactory) -> MosiSpec:
     return make_mosi_folder(tmp_path_factory.mktemp("mosi") / "tiny_mosi")
+
+
+# ------------------------------------------------------------------------------------------------------ the CLI
+
+
+@pytest.fixture
+def restore_process_state(monkeypatch: pytest.MonkeyPatch):
+    """The CLI reconfigures root logging (to the runner's stderr) and sets TQDM_DISABLE with -q: undo both."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setitem(os.environ, "TQDM_DISABLE", "1")
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(*args: object):
+    """Run ``fusent ARGS...`` in-process; exceptions propagate so a test shows the real traceback."""
+    from typer.testing import CliRunner
+
+    from fusent.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -9,26 +9,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import MvsaSpec, TinyModels
-from typer.testing import CliRunner
+from conftest import MvsaSpec, TinyModels, invoke
 
-from fusent.cli import app
 from fusent.fusion import available_heads
 
-
-@pytest.fixture(autouse=True)
-def _restore_process_state(monkeypatch: pytest.MonkeyPatch):
-    """The CLI reconfigures root logging (to the runner's stderr) and sets TQDM_DISABLE with -q: undo both."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    monkeypatch.setitem(os.environ, "TQDM_DISABLE", "1")
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("restore_process_state")  # the CLI changes logging and env
 
 
 def model_args(models: TinyModels, cache: Path) -> list[str]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import MosiSpec, MvsaSpec, TinyModels
+from conftest import MosiSpec, MvsaSpec, TinyModels, invoke
 from typer.testing import CliRunner
 
 from fusent.cli import app
@@ -156,18 +154,7 @@ def test_regression_checkpoint_round_trip(prepared_mosi, tiny_mosi: MosiSpec, se
 # ------------------------------------------------------------------------------------------------------ the CLI
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state(monkeypatch: pytest.MonkeyPatch):
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    monkeypatch.setitem(os.environ, "TQDM_DISABLE", "1")
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("restore_process_state")  # the CLI changes logging and env
 
 
 def read_rows(path: Path) -> list[list[str]]:
