@@ -262,7 +262,8 @@ def encode_modality(
                     cache.put(key, digest, s, p, found.problems, found.notes)
                 states[i], pooled[i] = (s.to(torch.float16) if keep_states else None), p.clone()
         bar.update(len(chunk))
-        release_freed_memory()
+        if len(todo) > batch_size:  # fragmentation builds up over many batches; one request's batch costs ~1 ms
+            release_freed_memory()
     bar.close()
     return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
 

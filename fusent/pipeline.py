@@ -25,7 +25,7 @@ from .encoders import (
     create_audio_encoder,
     create_image_encoder,
 )
-from .encoders.base import create_trainable, pick_device
+from .encoders.base import pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
 from .model import FusentModel, ModelConfig, trainable_encoders
@@ -93,7 +93,7 @@ def build_encoders(
         text_encoder = TextEncoder(**text, device=device)
         encoders["text"] = None if text_encoder.finetune_layers > 0 else text_encoder
     if image.get("name", "none") != "none":
-        encoders["image"] = create_trainable("image", image, device) or create_image_encoder(image["name"], device)
+        encoders["image"] = create_image_encoder(**image, device=device)
     if audio and audio.get("name", "none") not in ("none", "auto"):
         encoders["audio"] = create_audio_encoder(**audio, device=device)
     if not encoders:

