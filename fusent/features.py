@@ -59,11 +59,9 @@ class FeatureCache:
                 with safe_open(path, framework="pt") as fh:
                     meta = fh.metadata() or {}
                     pooled = fh.get_tensor("pooled")
-                    if not states:
-                        return Cached(None, pooled, [], [])
-                tensors = load_file(path)
                 problems = [tuple(p) for p in json.loads(meta.get("problems", "[]"))]
-                return Cached(tensors["states"], tensors["pooled"], problems, json.loads(meta.get("notes", "[]")))
+                notes = json.loads(meta.get("notes", "[]"))
+                return Cached(load_file(path)["states"] if states else None, pooled, problems, notes)
             except Exception:  # a half-written file from an interrupted run: re-encode it
                 return None
         err = self._path(key, digest, ".err")
@@ -262,7 +260,7 @@ def encode_modality(
                     cache.put(key, digest, s, p, found.problems, found.notes)
                 states[i], pooled[i] = (s.to(torch.float16) if keep_states else None), p.clone()
         bar.update(len(chunk))
-        if len(todo) > batch_size:  # fragmentation builds up over many batches; one request's batch costs ~1 ms
+        if len(todo) > batch_size:  # fragmentation builds up over many batches; a trim costs a request ms
             release_freed_memory()
     bar.close()
     return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
