@@ -184,7 +184,14 @@ def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, Tr
     return settings, config, head_kwargs
 
 
-def _prepare(data: Path, options: dict[str, Any], settings: EncoderSettings, quiet: bool, keep_states: bool):
+def _prepare(
+    data: Path,
+    options: dict[str, Any],
+    settings: EncoderSettings,
+    quiet: bool,
+    keep_states: bool,
+    unlabelled: bool = True,
+):
     from .pipeline import prepare
 
     o = options
@@ -198,6 +205,7 @@ def _prepare(data: Path, options: dict[str, Any], settings: EncoderSettings, qui
         progress=not quiet,
         keep_states=keep_states,
         label_set=o["label_set"],
+        unlabelled=unlabelled,
     )
     if o["limit"]:
         prepared.split["limit"] = o["limit"]
@@ -285,20 +293,26 @@ def compare(
         str, typer.Option(help="Comma-separated heads, or 'all' (every registered head, aliases left out).")
     ] = "all",
     seeds: Annotated[int, typer.Option(help="Seeds per head (initialisation and batch order; one split).")] = 5,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Runs trained at once in forked processes (default: one per core up to 4; 1 on a GPU)."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every head (or --heads) with several seeds on the same split and cached features; write a Markdown and
     CSV table (mean ± std, per-class F1, train time, paired t-test and McNemar against the best head, one-way
     ANOVA) and plots (bars with error bars, confusion matrix and per-class F1 per epoch of the best head)."""
     _setup()
-    from .compare import run_compare, summarise, write_report
+    from .compare import default_workers, run_compare, summarise, write_report
     from .fusion import available_heads, head_fits, head_uses_states
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     _check_heads(names)
     settings, config, head_kwargs = _configs(options)
     out = out or Path("runs") / f"{data.stem}-compare"
-    pooled = _prepare(data, options, settings, quiet, keep_states=False)
+    pooled = _prepare(data, options, settings, quiet, keep_states=False, unlabelled=False)
     if pooled.bundle.task != "classification":
         raise typer.BadParameter(
             f"{data} is a {pooled.bundle.task} dataset; compare's table and significance tests are for "
@@ -308,13 +322,16 @@ def compare(
     if heads == "all":  # e.g. audio_only on text+image data: every head that can read these modalities
         names = [h for h in names if head_fits(h, pooled.dims)]
     needs_states = any(head_uses_states(h) for h in names)
-    with_states = _prepare(data, options, settings, quiet, keep_states=True) if needs_states else None
+    with_states = _prepare(data, options, settings, quiet, True, unlabelled=False) if needs_states else None
+    workers = workers or default_workers(settings.device)
     typer.echo(
         f"comparing {len(names)} heads x {seeds} seeds on {len(pooled.train)} train / {len(pooled.val)} "
-        f"validation samples",
+        f"validation samples, {workers} runs at a time",
         err=True,
     )
-    runs = run_compare(pooled, with_states, names, list(range(seeds)), config, head_kwargs, progress=not quiet)
+    runs = run_compare(
+        pooled, with_states, names, list(range(seeds)), config, head_kwargs, progress=not quiet, workers=workers
+    )
     summary = summarise(runs, pooled.bundle.labels, pooled.y_val.tolist())
     paths = write_report(summary, runs, out)
     typer.echo(paths[0].read_text())

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing as mp
+import os
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from .features import FeatureTable
 from .fusion import head_uses_states
+from .fusion.tokens import DEFAULT_PATCH_GRID, pool_patch_grid
 from .pipeline import Prepared, fit
 from .stats import mcnemar_exact, one_way_anova, paired_t_test
 from .training import TrainConfig, predict_logits
@@ -29,6 +35,50 @@ class HeadRun:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def pool_image_patches(prepared: Prepared, grid: int) -> Prepared:
+    """``prepared`` with every image patch map averaged to ``grid x grid`` once, as the attention heads' own
+    ``pool_patch_grid`` would do on each batch (equal to fp16 precision): converting and pooling 81 Lite2 patches
+    per batch was a sixth of an attention head's epoch, repeated for every head and seed."""
+    if grid <= 0 or "image" not in prepared.train.modalities or not prepared.train.has_states:
+        return prepared
+
+    def pooled(table: FeatureTable) -> FeatureTable:
+        image = table.modalities["image"]
+        states = [
+            s
+            if s.shape[0] == 0
+            else pool_patch_grid(s[None].float(), torch.ones(1, s.shape[0], dtype=torch.bool), grid)[0][0]
+            for s in image.states or []
+        ]
+        return replace(table, modalities={**table.modalities, "image": image.with_states(states)})
+
+    return replace(prepared, train=pooled(prepared.train), val=pooled(prepared.val))
+
+
+# What the worker processes read: set before forking, so the features are shared, never pickled.
+_JOB: dict[str, Any] = {}
+
+
+def _run(job: tuple[str, int]) -> HeadRun:
+    head, seed = job
+    prepared = _JOB["with_states"] if head_uses_states(head) else _JOB["pooled"]
+    model, result = fit(prepared, head, replace(_JOB["config"], seed=seed), _JOB["head_kwargs"], progress=False)
+    pred = predict_logits(model, prepared.val).argmax(1).tolist()
+    return HeadRun(head, seed, result.val_metrics, pred, result.seconds, result.history, model.head.report())
+
+
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def default_workers(device: str | None = None) -> int:
+    """Parallel training runs for compare: one per core up to 4, sharing the threads (2 single-threaded runs on 2
+    cores train these small models faster than one 2-threaded run); 1 on a GPU or where ``fork`` is missing."""
+    if (device or "cpu") != "cpu" or torch.cuda.is_available() or "fork" not in mp.get_all_start_methods():
+        return 1
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
 def run_compare(
     pooled: Prepared,
     with_states: Prepared | None,
@@ -37,30 +87,52 @@ def run_compare(
     train_config: TrainConfig,
     head_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> list[HeadRun]:
     """Train every head with every seed. Attention heads use ``with_states``; the others the lighter ``pooled``.
-    Classification only: the table, McNemar and the plots are per class (regression: ``fusent train`` per head)."""
+    Classification only: the table, McNemar and the plots are per class (regression: ``fusent train`` per head).
+
+    ``workers`` > 1 trains that many runs at once in forked processes, each with its share of the CPU threads;
+    every run is seeded on its own, so the results are the same as with one worker."""
     if pooled.bundle.task != "classification":
         raise ValueError(f"compare is for classification data; {pooled.bundle.name} is {pooled.bundle.task}")
-    runs = []
-    for head in heads:
-        prepared = with_states if head_uses_states(head) else pooled
-        if prepared is None:
-            raise ValueError(f"head {head!r} needs token states: pass features prepared with keep_states=True")
-        for seed in seeds:
-            model, result = fit(prepared, head, replace(train_config, seed=seed), head_kwargs, progress=False)
-            pred = predict_logits(model, prepared.val).argmax(1).tolist()
-            runs.append(
-                HeadRun(head, seed, result.val_metrics, pred, result.seconds, result.history, model.head.report())
-            )
-            if progress:
-                m = result.val_metrics
-                print(
-                    f"  {head:<16} seed {seed}: acc {m['accuracy']:.4f} macro-F1 {m['f1_macro']:.4f} "
-                    f"({result.seconds:.1f}s)",
-                    flush=True,
-                )
-    return runs
+    if with_states is None and any(head_uses_states(h) for h in heads):
+        bad = next(h for h in heads if head_uses_states(h))
+        raise ValueError(f"head {bad!r} needs token states: pass features prepared with keep_states=True")
+    grid = (head_kwargs or {}).get("patch_grid", DEFAULT_PATCH_GRID)
+    _JOB.update(
+        pooled=pooled,
+        with_states=None if with_states is None else pool_image_patches(with_states, grid),
+        config=train_config,
+        head_kwargs=head_kwargs,
+    )
+    jobs = [(head, seed) for head in heads for seed in seeds]
+    # the slow attention heads first, so no worker is left idle behind one long run at the end
+    schedule = sorted(jobs, key=lambda job: not head_uses_states(job[0]))
+    workers = max(1, min(workers, len(jobs)))
+    try:
+        if workers == 1:
+            runs = [_report(_run(job), progress) for job in schedule]
+        else:
+            threads = max(1, torch.get_num_threads() // workers)
+            context = mp.get_context("fork")
+            with ProcessPoolExecutor(workers, context, initializer=_set_threads, initargs=(threads,)) as pool:
+                runs = [_report(run, progress) for run in pool.map(_run, schedule)]
+    finally:
+        _JOB.clear()
+    done = {(run.head, run.seed): run for run in runs}
+    return [done[job] for job in jobs]
+
+
+def _report(run: HeadRun, progress: bool) -> HeadRun:
+    if progress:
+        m = run.metrics
+        print(
+            f"  {run.head:<16} seed {run.seed}: acc {m['accuracy']:.4f} macro-F1 {m['f1_macro']:.4f} "
+            f"({run.seconds:.1f}s)",
+            flush=True,
+        )
+    return run
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -7,6 +7,7 @@ run reports the same problems.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import hashlib
 import json
@@ -164,6 +165,13 @@ class ModalityFeatures:
             self.states = [empty if s is None else s.to(torch.float16) for s in states]
         self.lengths = torch.tensor([s.shape[0] for s in self.states]) if self.states else self.present.long()
 
+    def with_states(self, states: list[torch.Tensor]) -> ModalityFeatures:
+        """The same samples with other per-sample states, e.g. patch maps pooled once rather than every batch."""
+        other = copy.copy(self)
+        other.states = [s.to(torch.float16) for s in states]
+        other.lengths = torch.tensor([s.shape[0] for s in other.states])
+        return other
+
     def batch(self, index: torch.Tensor) -> ModalityBatch:
         if self.states is None:
             states = torch.zeros(len(index), 0, self.dim)
@@ -202,6 +210,10 @@ class FeatureTable:
 
     def batch(self, index: torch.Tensor) -> dict[str, ModalityBatch]:
         return {m: f.batch(index) for m, f in self.modalities.items()}
+
+    def sequence_lengths(self) -> torch.Tensor:
+        """Per sample, the positions a batch pads it to, summed over modalities (all 1 without states)."""
+        return sum((f.lengths for f in self.modalities.values()), torch.zeros(len(self), dtype=torch.long))
 
 
 def encode_modality(

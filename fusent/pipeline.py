@@ -139,6 +139,7 @@ def prepare(
     progress: bool = True,
     keep_states: bool = True,
     label_set: str | None = None,
+    unlabelled: bool = True,
 ) -> Prepared:
     """Load ``data``, split its labelled samples, encode every split through the cache.
 
@@ -147,11 +148,12 @@ def prepare(
     unlabelled samples (quick experiments and tests). An encoder is built only for modalities the data has: a
     transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
+    ``unlabelled=False`` leaves the samples to predict out (an empty table), for work that never predicts them.
     """
     bundle = load_dataset(data, label_set=label_set)
-    unlabelled = bundle.unlabelled[:limit] if limit else bundle.unlabelled
+    to_predict = bundle.unlabelled[:limit] if limit else bundle.unlabelled
     train, val = split_labelled(bundle, val_fraction, split_seed, limit)
-    settings = (settings or EncoderSettings()).for_dataset([*train, *val, *unlabelled], bundle.report)
+    settings = (settings or EncoderSettings()).for_dataset([*train, *val, *to_predict], bundle.report)
     encoders, text_encoder = build_encoders(
         settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
     )
@@ -159,7 +161,7 @@ def prepare(
     start = time.perf_counter()
     tables = [
         build_features(part, encoders, cache, bundle.report, batch_size, progress, keep_states)
-        for part in (train, val, unlabelled)
+        for part in (train, val, to_predict if unlabelled else [])
     ]
     task = get_task(bundle.task)
     split: dict[str, Any] = {"val_fraction": val_fraction, "seed": split_seed}

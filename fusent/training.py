@@ -119,6 +119,20 @@ def joint_loss(
     return loss
 
 
+def length_buckets(
+    order: torch.Tensor, lengths: torch.Tensor, batch_size: int, gen: torch.Generator, span: int = 16
+) -> list[torch.Tensor]:
+    """Batches of a shuffled ``order`` whose rows have similar sequence lengths: each run of ``span`` batches is
+    sorted by length and cut, then the batches are shuffled. Padding a random batch to its longest tweet made the
+    attention heads attend over ~3x more positions than real; every sample is still seen once per epoch."""
+    batches = []
+    for start in range(0, len(order), batch_size * span):
+        chunk = order[start : start + batch_size * span]
+        chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
+        batches += list(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 def _to(inputs: dict[str, ModalityBatch], device: torch.device) -> dict[str, ModalityBatch]:
     return {m: b.to(device) for m, b in inputs.items()}
 
@@ -130,11 +144,11 @@ def _texts(table: FeatureTable, index: torch.Tensor) -> list[str | None]:
 @torch.no_grad()
 def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 256) -> torch.Tensor:
     model.eval()
-    out = []
-    for start in range(0, len(table), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(table)))
-        out.append(model(_to(table.batch(index), model.device), _texts(table, index)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.config.num_outputs)
+    order = torch.sort(table.sequence_lengths(), stable=True).indices  # similar lengths together: less padding
+    out = torch.zeros(len(table), model.config.num_outputs)
+    for index in order.split(batch_size):
+        out[index] = model(_to(table.batch(index), model.device), _texts(table, index)).float().cpu()
+    return out
 
 
 def train_model(
@@ -165,14 +179,19 @@ def train_model(
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
     gen = torch.Generator().manual_seed(config.seed)
+    lengths = train.sequence_lengths()
 
     best_score, best_epoch, best_state, best_metrics, history, stale = -float("inf"), 0, None, {}, [], 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()  # includes a fine-tuned text encoder (a submodule)
         order, total = torch.randperm(len(train), generator=gen), 0.0
-        for start in range(0, len(train), config.batch_size):
-            index = order[start : start + config.batch_size]
+        batches = (
+            length_buckets(order, lengths, config.batch_size, gen)
+            if train.has_states
+            else order.split(config.batch_size)
+        )
+        for index in batches:
             inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
             texts, target = _texts(train, index), y_train[index].to(device)
             if config.contrastive_weight > 0:

@@ -87,3 +87,46 @@ def test_compare_cli(tiny_mvsa, tiny_models, tmp_path):
     assert (tmp_path / "cmp" / "per_class_f1_best.png").stat().st_size > 0
     bad = CliRunner().invoke(app, ["compare", "--data", str(tiny_mvsa.root), "--heads", "nope"])
     assert bad.exit_code != 0 and "nope" in bad.output
+
+
+def test_compare_in_two_worker_processes_gives_the_same_runs(prepared_tiny):
+    config = TrainConfig(epochs=2, batch_size=8)
+    heads = ["native_cat", "ote"]
+    one = run_compare(prepared_tiny, prepared_tiny, heads, [0, 1], config, progress=False, workers=1)
+    two = run_compare(prepared_tiny, prepared_tiny, heads, [0, 1], config, progress=False, workers=2)
+    assert [(r.head, r.seed) for r in two] == [(r.head, r.seed) for r in one]  # in job order, not finishing order
+    for a, b in zip(one, two, strict=True):
+        assert b.val_pred == a.val_pred
+        assert b.metrics["f1_macro"] == pytest.approx(a.metrics["f1_macro"])
+        assert len(b.history) == len(a.history)
+
+
+def test_image_patches_pooled_once_match_the_heads_own_pooling(prepared_tiny):
+    from dataclasses import replace
+
+    import torch
+
+    from fusent.compare import pool_image_patches
+    from fusent.features import ModalityFeatures
+    from fusent.fusion import create_head
+
+    torch.manual_seed(0)
+    n, dim = 5, 16
+    states = [torch.randn(1 + 36, dim) for _ in range(n - 1)] + [None]  # CLS + 6x6 patches; the last row has none
+    pooled = [None if s is None else s.mean(0) for s in states]
+    image = ModalityFeatures(states, pooled, dim)
+    table = replace(prepared_tiny.val, ids=prepared_tiny.val.ids[:n], texts=prepared_tiny.val.texts[:n])
+    text = table.modalities["text"]
+    assert bool(text.present[:n].all())
+    text = ModalityFeatures(text.states[:n], list(text.pooled[:n]), text.dim)
+    table = replace(table, modalities={"text": text, "image": image})
+    prepared = replace(prepared_tiny, train=table, val=table)
+    once = pool_image_patches(prepared, 3)
+    assert once.val.modalities["image"].lengths.tolist() == [10, 10, 10, 10, 0]  # CLS kept + 3x3
+    assert prepared.val.modalities["image"].lengths.tolist() == [37] * 4 + [0]  # the original is untouched
+    head = create_head("ote", table.dims(), 3, patch_grid=3).eval()
+    index = torch.arange(n)
+    with torch.no_grad():
+        want, got = head(table.batch(index)), head(once.val.batch(index))
+    assert torch.allclose(got, want, atol=2e-3)
+    assert pool_image_patches(prepared, 0) is prepared

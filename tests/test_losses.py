@@ -66,3 +66,20 @@ def test_losses_are_checked_against_the_task():
         make_loss("mse")
     with pytest.raises(ValueError, match="class weights"):
         make_loss("l1", weight=torch.ones(3), task="regression")
+
+
+def test_length_buckets_see_every_sample_once_in_similar_length_batches():
+    import torch
+
+    from fusent.training import length_buckets
+
+    lengths = torch.randint(1, 100, (1000,), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(1000)
+    batches = length_buckets(order, lengths, 32, torch.Generator().manual_seed(1), span=4)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert all(len(b) <= 32 for b in batches)
+    # within each run of 4 batches rows are sorted, so a batch's spread is far below the whole range's
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    assert spread < 40
+    again = length_buckets(order, lengths, 32, torch.Generator().manual_seed(1), span=4)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
