@@ -50,6 +50,8 @@ def pool_image_patches(prepared: Prepared, grid: int) -> Prepared:
             else pool_patch_grid(s[None].float(), torch.ones(1, s.shape[0], dtype=torch.bool), grid)[0][0]
             for s in image.states or []
         ]
+        if all(new.shape == old.shape for new, old in zip(states, image.states or [], strict=True)):
+            return table  # nothing to pool: already pooled, or not a square patch map
         return replace(table, modalities={**table.modalities, "image": image.with_states(states)})
 
     return replace(prepared, train=pooled(prepared.train), val=pooled(prepared.val))

@@ -89,6 +89,28 @@ def test_compare_cli(tiny_mvsa, tiny_models, tmp_path):
     assert bad.exit_code != 0 and "nope" in bad.output
 
 
+def test_compare_cli_patience_and_workers(tiny_mvsa, tiny_models, tmp_path, monkeypatch):
+    import fusent.compare
+    from fusent.cli import COMPARE_PATIENCE
+
+    seen = []
+
+    def fake_run_compare(pooled, with_states, heads, seeds, config, head_kwargs, progress, workers):
+        seen.append((config.patience, workers))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(fusent.compare, "run_compare", fake_run_compare)
+    args = [
+        "compare", "--data", str(tiny_mvsa.root), "--heads", "native_cat", "--text-model", str(tiny_models.bert),
+        "--image-model", str(tiny_models.vit), "--cache-dir", str(tmp_path / "cache"), "-q",
+    ]  # fmt: skip
+    CliRunner().invoke(app, args)
+    CliRunner().invoke(app, [*args, "--patience", "9", "--workers", "1"])
+    assert seen[0][0] == COMPARE_PATIENCE and seen[0][1] >= 1
+    assert seen[1] == (9, 1)
+    assert TrainConfig().patience == 8  # `fusent train` keeps the trainer's own default
+
+
 def test_compare_in_two_worker_processes_gives_the_same_runs(prepared_tiny):
     config = TrainConfig(epochs=2, batch_size=8)
     heads = ["native_cat", "ote"]
@@ -130,3 +152,4 @@ def test_image_patches_pooled_once_match_the_heads_own_pooling(prepared_tiny):
         want, got = head(table.batch(index)), head(once.val.batch(index))
     assert torch.allclose(got, want, atol=2e-3)
     assert pool_image_patches(prepared, 0) is prepared
+    assert pool_image_patches(once, 3).val is once.val  # already pooled: the same table, no copy

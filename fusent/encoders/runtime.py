@@ -68,6 +68,8 @@ class OnnxImageEncoder(Encoder):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # ORT's idle workers otherwise spin after each run, taking the cores from the torch text encoder next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         base.model = None  # the torch weights are no longer needed
 
