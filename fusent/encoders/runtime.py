@@ -10,12 +10,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from .base import Encoder
-from .image import EfficientNetLiteEncoder, feature_map_outputs
+from .image import RUN_IMAGES, EfficientNetLiteEncoder, feature_map_outputs
 from .text import TextEncoder
 
 log = logging.getLogger("fusent")
@@ -110,5 +111,10 @@ class OnnxImageEncoder(Encoder):
         return self.base.fingerprint()
 
     def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``RUN_IMAGES`` a call: a batch of 32 Lite2 images took 10.7 ms an image, runs of 2-4 7.2-7.7 ms."""
         pixels = self.base.preprocess(items).numpy()
-        return feature_map_outputs(torch.from_numpy(self.session.run(["fmap"], {"pixels": pixels})[0]))
+        fmaps = [
+            self.session.run(["fmap"], {"pixels": pixels[i : i + RUN_IMAGES]})[0]
+            for i in range(0, len(pixels), RUN_IMAGES)
+        ]
+        return feature_map_outputs(torch.from_numpy(np.concatenate(fmaps)))
