@@ -186,11 +186,10 @@ def train_model(
     for epoch in bar:
         model.train()  # includes a fine-tuned text encoder (a submodule)
         order, total = torch.randperm(len(train), generator=gen), 0.0
-        batches = (
-            length_buckets(order, lengths, config.batch_size, gen)
-            if train.has_states
-            else order.split(config.batch_size)
-        )
+        # only heads that read the token sequences get length-sorted batches: a pooled head trains the same
+        # whether or not the table also holds states
+        bucketed = model.head.uses_states and train.has_states
+        batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
         for index in batches:
             inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
             texts, target = _texts(train, index), y_train[index].to(device)
