@@ -212,7 +212,8 @@ class FeatureTable:
         return {m: f.batch(index) for m, f in self.modalities.items()}
 
     def sequence_lengths(self) -> torch.Tensor:
-        """Per sample, the positions a batch pads it to, summed over modalities (all 1 without states)."""
+        """Per sample, the positions a batch pads it to, summed over modalities (without states: the number of
+        modalities present)."""
         return sum((f.lengths for f in self.modalities.values()), torch.zeros(len(self), dtype=torch.long))
 
 

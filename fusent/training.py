@@ -180,15 +180,15 @@ def train_model(
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
     gen = torch.Generator().manual_seed(config.seed)
     lengths = train.sequence_lengths()
+    # only heads that read the token sequences get length-sorted batches: a pooled head trains the same whether or
+    # not the table also holds states
+    bucketed = model.head.uses_states and train.has_states
 
     best_score, best_epoch, best_state, best_metrics, history, stale = -float("inf"), 0, None, {}, [], 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()  # includes a fine-tuned text encoder (a submodule)
         order, total = torch.randperm(len(train), generator=gen), 0.0
-        # only heads that read the token sequences get length-sorted batches: a pooled head trains the same
-        # whether or not the table also holds states
-        bucketed = model.head.uses_states and train.has_states
         batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
         for index in batches:
             inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)

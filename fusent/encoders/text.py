@@ -104,16 +104,17 @@ class TextEncoder(nn.Module, Encoder):
 
     @torch.no_grad()
     def encode(self, items: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Texts sorted by token count and run ``RUN_TEXTS`` at a time, so short texts are not padded to the
-        longest of the whole batch (32 MVSA tweets: 6.7 ms a text in one call, 5.1 ms sorted in runs of 8)."""
+        """Texts sorted by token count and, on a CPU, run ``RUN_TEXTS`` at a time, so short texts are not padded
+        to the longest of the whole batch (32 MVSA tweets: 6.7 ms a text in one call, 5.1 ms sorted in runs of 8)."""
         if not items:
             return [], torch.zeros(0, self.dim)
         lengths = self.tokenizer(items, truncation=True, max_length=self.max_length, return_length=True)["length"]
         order = sorted(range(len(items)), key=lambda i: lengths[i])
         states: list[torch.Tensor] = [torch.empty(0)] * len(items)
         pooled = torch.zeros(len(items), self.dim)
-        for start in range(0, len(order), RUN_TEXTS):
-            run = order[start : start + RUN_TEXTS]
+        step = RUN_TEXTS if self.device.type == "cpu" else len(items)
+        for start in range(0, len(order), step):
+            run = order[start : start + step]
             batch = {k: v.to(self.device) for k, v in self.tokenize([items[i] for i in run]).items()}
             run_states, run_pooled = self(batch["input_ids"], batch["attention_mask"])
             for j, i in enumerate(run):
