@@ -322,7 +322,8 @@ def compare(
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     _check_heads(names)
-    settings, config, head_kwargs = _configs(options, patience=options["patience"] or COMPARE_PATIENCE)
+    patience = COMPARE_PATIENCE if options["patience"] is None else options["patience"]
+    settings, config, head_kwargs = _configs(options, patience=patience)
     out = out or Path("runs") / f"{data.stem}-compare"
     pooled = _prepare(data, options, settings, quiet, keep_states=False, unlabelled=False)
     if pooled.bundle.task != "classification":
