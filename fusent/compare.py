@@ -18,7 +18,7 @@ import torch
 
 from .features import FeatureTable
 from .fusion import head_uses_states
-from .fusion.tokens import DEFAULT_PATCH_GRID, pool_patch_grid
+from .fusion.tokens import DEFAULT_PATCH_GRID, patch_grid_applies, pool_patch_grid
 from .pipeline import Prepared, fit
 from .stats import mcnemar_exact, one_way_anova, paired_t_test
 from .training import TrainConfig, predict_logits
@@ -44,14 +44,14 @@ def pool_image_patches(prepared: Prepared, grid: int) -> Prepared:
 
     def pooled(table: FeatureTable) -> FeatureTable:
         image = table.modalities["image"]
+        if not any(patch_grid_applies(n, grid) for n in image.lengths.tolist()):
+            return table  # nothing to pool: already pooled, or not a square patch map
         states = [
-            s
-            if s.shape[0] == 0
-            else pool_patch_grid(s[None].float(), torch.ones(1, s.shape[0], dtype=torch.bool), grid)[0][0]
+            pool_patch_grid(s[None].float(), torch.ones(1, s.shape[0], dtype=torch.bool), grid)[0][0]
+            if patch_grid_applies(s.shape[0], grid)
+            else s
             for s in image.states or []
         ]
-        if all(new.shape == old.shape for new, old in zip(states, image.states or [], strict=True)):
-            return table  # nothing to pool: already pooled, or not a square patch map
         return replace(table, modalities={**table.modalities, "image": image.with_states(states)})
 
     return replace(prepared, train=pooled(prepared.train), val=pooled(prepared.val))

@@ -21,13 +21,24 @@ def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 DEFAULT_PATCH_GRID = 3  # image patches per side the attention heads see (Lite2 gives 9 x 9)
 
 
+def _square_lead(n: int) -> int | None:
+    """Leading non-patch tokens (0, or 1 for a CLS) of a square patch map of length ``n``; None if it is not one."""
+    return next((k for k in (0, 1) if n > k and math.isqrt(n - k) ** 2 == n - k), None)
+
+
+def patch_grid_applies(n: int, grid: int) -> bool:
+    """Whether ``pool_patch_grid`` changes a sequence of length ``n`` (a square map wider than ``grid``)."""
+    lead = _square_lead(n)
+    return grid > 0 and lead is not None and math.isqrt(n - lead) > grid
+
+
 def pool_patch_grid(states: torch.Tensor, mask: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Average a square patch map (``L = s*s`` patches, or ``1 + s*s`` with a leading CLS token, which is kept)
     down to ``grid x grid`` patches. Anything else (or ``grid <= 0``, or ``s <= grid``) passes unchanged."""
     n = states.shape[1]
-    lead = next((k for k in (0, 1) if n > k and math.isqrt(n - k) ** 2 == n - k), None)
-    if grid <= 0 or lead is None or math.isqrt(n - lead) <= grid:
+    if not patch_grid_applies(n, grid):
         return states, mask
+    lead = _square_lead(n) or 0  # 0 or 1: a map the grid applies to is square
     b, d, side = states.shape[0], states.shape[2], math.isqrt(n - lead)
     patches = states[:, lead:].transpose(1, 2).reshape(b, d, side, side)
     pooled = F.adaptive_avg_pool2d(patches, grid).flatten(2).transpose(1, 2)
