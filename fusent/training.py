@@ -141,10 +141,19 @@ def _texts(table: FeatureTable, index: torch.Tensor) -> list[str | None]:
     return [table.texts[i] for i in index.tolist()]
 
 
+def padded_lengths(model: FusentModel, table: FeatureTable) -> torch.Tensor:
+    """Per sample, what a batch of ``model`` pads it to: the table's sequence lengths, plus its token count when
+    the text encoder is fine-tuned (its texts are tokenized per batch, not cached)."""
+    lengths = table.sequence_lengths()
+    if model.text_encoder is not None:
+        lengths = lengths + model.text_encoder.token_counts(table.texts)
+    return lengths
+
+
 @torch.no_grad()
 def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 256) -> torch.Tensor:
     model.eval()
-    order = torch.sort(table.sequence_lengths(), stable=True).indices  # similar lengths together: less padding
+    order = torch.sort(padded_lengths(model, table), stable=True).indices  # similar lengths together: less padding
     out = torch.zeros(len(table), model.config.num_outputs)
     for index in order.split(batch_size):
         out[index] = model(_to(table.batch(index), model.device), _texts(table, index)).float().cpu()
@@ -179,10 +188,10 @@ def train_model(
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
     gen = torch.Generator().manual_seed(config.seed)
-    lengths = train.sequence_lengths()
-    # only heads that read the token sequences get length-sorted batches: a pooled head trains the same whether or
+    lengths = padded_lengths(model, train)
+    # only models that read token sequences get length-sorted batches: a pooled head trains the same whether or
     # not the table also holds states
-    bucketed = model.head.uses_states and train.has_states
+    bucketed = (model.head.uses_states and train.has_states) or model.text_encoder is not None
 
     best_score, best_epoch, best_state, best_metrics, history, stale = -float("inf"), 0, None, {}, [], 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)

@@ -184,6 +184,22 @@ def test_finetune_same_seed_same_result(prepared_finetune, tiny_models: TinyMode
     assert all(torch.equal(v, shared[k]) for k, v in pristine.items())  # fitting left Prepared untouched
 
 
+def test_finetune_batches_sorted_by_token_count(prepared_finetune, tiny_models: TinyModels):
+    from fusent.training import padded_lengths
+
+    p = prepared_finetune
+    model, _ = fit(p, "native_cat", replace(TWO_EPOCHS, epochs=1), progress=False)
+    counts = model.text_encoder.token_counts(p.train.texts)
+    assert torch.equal(padded_lengths(model, p.train), p.train.sequence_lengths() + counts)
+    assert len(set(counts.tolist())) > 1  # the fixture's texts differ in length, so sorting matters
+    # predictions made in token-count order land on their own samples
+    logits = predict_logits(model, p.val)
+    with torch.no_grad():
+        for i in range(len(p.val)):
+            alone = model(p.val.batch(torch.tensor([i])), [p.val.texts[i]])
+            assert torch.allclose(alone[0], logits[i], atol=1e-5), i
+
+
 # ------------------------------------------------------------------------------------- text-only manifest data
 
 

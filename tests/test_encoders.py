@@ -127,6 +127,30 @@ def test_finetune_layers(tiny_models: TinyModels):
     }
 
 
+def test_finetune_train_mode_only_in_trainable_layers(tiny_models: TinyModels):
+    enc = TextEncoder(str(tiny_models.bert), finetune_layers=1, device="cpu")
+    enc.train()
+    for name, module in enc.model.named_modules():
+        trains = name.startswith(("encoder.layer.1", "pooler"))
+        assert module.training is trains, name  # frozen embeddings and layer 0: no dropout, as when cached
+    assert any(isinstance(m, torch.nn.Dropout) and m.training for m in enc.model.encoder.layer[1].modules())
+    batch = enc.tokenize(TEXTS)
+    embedded = enc.model.embeddings(input_ids=batch["input_ids"])
+    assert torch.equal(embedded, enc.model.embeddings(input_ids=batch["input_ids"]))  # deterministic below
+    enc.eval()
+    assert not any(m.training for m in enc.modules())
+    frozen = TextEncoder(str(tiny_models.bert), device="cpu").train()
+    assert not any(m.training for m in frozen.modules())
+
+
+def test_token_counts(tiny_models: TinyModels):
+    enc = TextEncoder(str(tiny_models.bert), max_length=8, device="cpu")
+    counts = enc.token_counts(["a", "a b c", None, "word " * 50])
+    assert counts.tolist()[:2] == [len(enc.tokenize([t])["input_ids"][0]) for t in ("a", "a b c")]
+    assert counts[2] == len(enc.tokenize([""])["input_ids"][0]) and counts[3] == 8
+    assert enc.token_counts([]).shape == (0,)
+
+
 def test_text_cache_key(tiny_models: TinyModels, text_encoders):
     keys = {p: e.cache_key() for p, e in text_encoders.items()}
     assert len(set(keys.values())) == len(POOLINGS)

@@ -77,7 +77,26 @@ class TextEncoder(nn.Module, Encoder):
         trainable = {f"layer.{i}." for i in range(max(n - k, 0), n)} if k > 0 else set()
         for pname, param in self.model.named_parameters():
             param.requires_grad = any(t in pname for t in trainable) or (k > 0 and "pooler" in pname)
-        self.model.train(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        """Training mode (dropout) only for modules that hold a trainable parameter: the frozen layers stay a fixed
+        feature extractor, as they are when cached. Their dropout cost about 20% of a fine-tuning step on a CPU."""
+        super().train(False)
+        if mode:
+            for module in self.model.modules():
+                params = list(module.parameters())
+                if params and all(p.requires_grad for p in params):
+                    module.train(True)  # a trainable layer with its dropouts
+        return self
+
+    def token_counts(self, texts: list[str | None]) -> torch.Tensor:
+        """Tokens per text after truncation (what a batch pads to); a missing text counts as an empty one."""
+        if not texts:
+            return torch.zeros(0, dtype=torch.long)
+        texts = [t or "" for t in texts]
+        counts = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_length=True)["length"]
+        return torch.tensor(counts, dtype=torch.long)
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "pooling": self.pooling, "max_length": self.max_length}
@@ -108,7 +127,7 @@ class TextEncoder(nn.Module, Encoder):
         to the longest of the whole batch (32 MVSA tweets: 6.7 ms a text in one call, 5.1 ms sorted in runs of 8)."""
         if not items:
             return [], torch.zeros(0, self.dim)
-        lengths = self.tokenizer(items, truncation=True, max_length=self.max_length, return_length=True)["length"]
+        lengths = self.token_counts(list(items)).tolist()
         order = sorted(range(len(items)), key=lambda i: lengths[i])
         states: list[torch.Tensor] = [torch.empty(0)] * len(items)
         pooled = torch.zeros(len(items), self.dim)
