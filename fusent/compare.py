@@ -138,7 +138,8 @@ def _report(run: HeadRun, progress: bool) -> HeadRun:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    """Mean and sample std; one value has no spread to report (NaN, not 0)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
 def summarise(runs: list[HeadRun], labels: list[str], y_val: list[int]) -> dict[str, Any]:
@@ -174,6 +175,11 @@ def _fmt(x: float, digits: int = 4) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _pm(row: dict[str, Any], key: str) -> str:
+    std = row[f"{key}_std"]
+    return _fmt(row[key]) if np.isnan(std) else f"{_fmt(row[key])} ± {_fmt(std)}"
+
+
 def write_report(summary: dict[str, Any], runs: list[HeadRun], out: Path) -> list[Path]:
     """compare.md, compare.csv, compare.json and three plots in ``out``; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -188,8 +194,7 @@ def write_report(summary: dict[str, Any], runs: list[HeadRun], out: Path) -> lis
     ]
     for r in rows:
         lines.append(
-            f"| {r['head']} | {_fmt(r['accuracy'])} ± {_fmt(r['accuracy_std'])} | {_fmt(r['f1_macro'])} ± "
-            f"{_fmt(r['f1_macro_std'])} | {_fmt(r['f1_weighted'])} ± {_fmt(r['f1_weighted_std'])} | "
+            f"| {r['head']} | {_pm(r, 'accuracy')} | {_pm(r, 'f1_macro')} | {_pm(r, 'f1_weighted')} | "
             + " | ".join(_fmt(r[f"f1_{lab}"]) for lab in labels)
             + f" | {_fmt(r['train_seconds'], 1)} | {_fmt(r['p_t_vs_best'])} | {_fmt(r['p_mcnemar_vs_best'])} |"
         )
@@ -226,7 +231,8 @@ def _plots(summary: dict[str, Any], runs: list[HeadRun], out: Path) -> list[Path
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(rows)), 4))
     x = np.arange(len(rows))
     for offset, key in ((-0.2, "accuracy"), (0.2, "f1_macro")):
-        ax.bar(x + offset, [r[key] for r in rows], 0.4, yerr=[r[f"{key}_std"] for r in rows], capsize=3, label=key)
+        spread = [np.nan_to_num(r[f"{key}_std"]) for r in rows]  # one seed: no error bar
+        ax.bar(x + offset, [r[key] for r in rows], 0.4, yerr=spread, capsize=3, label=key)
     ax.set_xticks(x, [r["head"] for r in rows], rotation=45, ha="right")
     ax.set_ylabel("validation score (mean ± std over seeds)")
     ax.legend()

@@ -123,6 +123,16 @@ def test_compare_in_two_worker_processes_gives_the_same_runs(prepared_tiny):
         assert len(b.history) == len(a.history)
 
 
+def test_one_seed_reports_no_spread(prepared_tiny, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8)
+    runs = run_compare(prepared_tiny, prepared_tiny, ["native_cat"], [0], config, progress=False)
+    summary = summarise(runs, prepared_tiny.bundle.labels, prepared_tiny.y_val.tolist())
+    assert math.isnan(summary["rows"][0]["f1_macro_std"])  # one seed has no std, not a std of 0
+    write_report(summary, runs, tmp_path)
+    row = next(line for line in (tmp_path / "compare.md").read_text().splitlines() if line.startswith("| native_cat"))
+    assert "±" not in row and f"{summary['rows'][0]['f1_macro']:.4f}" in row
+
+
 def test_image_patches_pooled_once_match_the_heads_own_pooling(prepared_tiny):
     from dataclasses import replace
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,12 +91,12 @@ class TextEncoder(nn.Module, Encoder):
                     module.train(True)  # a trainable layer with its dropouts
         return self
 
-    def token_counts(self, texts: list[str | None]) -> torch.Tensor:
+    def token_counts(self, texts: Sequence[str | None]) -> torch.Tensor:
         """Tokens per text after truncation (what a batch pads to); a missing text counts as an empty one."""
         if not texts:
             return torch.zeros(0, dtype=torch.long)
-        texts = [t or "" for t in texts]
-        counts = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_length=True)["length"]
+        strings = [t or "" for t in texts]
+        counts = self.tokenizer(strings, truncation=True, max_length=self.max_length, return_length=True)["length"]
         return torch.tensor(counts, dtype=torch.long)
 
     def settings(self) -> dict[str, Any]:
@@ -127,7 +128,7 @@ class TextEncoder(nn.Module, Encoder):
         to the longest of the whole batch (32 MVSA tweets: 6.7 ms a text in one call, 5.1 ms sorted in runs of 8)."""
         if not items:
             return [], torch.zeros(0, self.dim)
-        lengths = self.token_counts(list(items)).tolist()
+        lengths = self.token_counts(items).tolist()
         order = sorted(range(len(items)), key=lambda i: lengths[i])
         states: list[torch.Tensor] = [torch.empty(0)] * len(items)
         pooled = torch.zeros(len(items), self.dim)
