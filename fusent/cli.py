@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from .pipeline import EncoderSettings
 from .training import TrainConfig
 
@@ -117,12 +118,48 @@ _SHARED_OPTIONS = [
     ),
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
-    _opt("val_fraction", float, 0.2, "Validation fraction (stratified); unused when the data gives its own split."),
-    _opt("split_seed", int, 13, "Seed of the train/validation split."),
+    _opt(
+        "val_fraction",
+        float,
+        DEFAULT_VAL_FRACTION,
+        "Validation fraction (stratified): it alone selects epochs and settings; unused when the data gives its own "
+        "split.",
+    ),
+    _opt(
+        "test_fraction",
+        float,
+        DEFAULT_TEST_FRACTION,
+        "Test fraction (stratified), scored once at the end and never used to select; 0 = no test part. Data with "
+        "its own split keeps it.",
+    ),
+    _opt("split_seed", int, 13, "Seed of the train/validation/test split (and of the CV folds)."),
+    _opt(
+        "split_file",
+        Path | None,
+        None,
+        "Reuse a split: an id,part file (the split.csv a run writes), or with --cv an id,fold,part file.",
+    ),
+    _opt(
+        "cv",
+        int | None,
+        None,
+        "k-fold cross-validation: each fold is the test part once (stratified; grouped by speaker / video); reports "
+        "mean ± std over folds and writes out-of-fold predictions.",
+    ),
+    _opt(
+        "calibrate",
+        bool,
+        True,
+        "Fit a softmax temperature on validation (temperature scaling), stored in the checkpoint.",
+    ),
     _opt("epochs", int, _TC.epochs, "Maximum epochs."),
     _opt("batch_size", int, _TC.batch_size, "Batch size."),
-    _opt("lr", float, _TC.lr, "Learning rate of the head (AdamW)."),
-    _opt("weight_decay", float, _TC.weight_decay, "AdamW weight decay."),
+    _opt("lr", float, _TC.lr, "Learning rate of the head."),
+    _opt("weight_decay", float, _TC.weight_decay, "Weight decay."),
+    _opt("optimizer", str, _TC.optimizer, "adamw | sgd (with --momentum)."),
+    _opt("momentum", float, _TC.momentum, "SGD momentum."),
+    _opt("schedule", str, _TC.schedule, "Learning rate after warm-up: constant | cosine | linear (decay to 0)."),
+    _opt("warmup_epochs", float, _TC.warmup_epochs, "Linear learning-rate warm-up over this many epochs."),
     _opt("dropout", float | None, None, "Dropout inside the head (default: the head's own)."),
     _opt("hidden", int | None, None, "Hidden width of the head's classifier (default: the head's own)."),
     _opt(
@@ -206,7 +243,7 @@ def _prepare(
     from .pipeline import prepare
 
     o = options
-    prepared = prepare(
+    return prepare(
         data,
         settings,
         o["val_fraction"],
@@ -217,10 +254,28 @@ def _prepare(
         keep_states=keep_states,
         label_set=o["label_set"],
         unlabelled=unlabelled,
+        test_fraction=o["test_fraction"],
+        split_file=o["split_file"],
     )
-    if o["limit"]:
-        prepared.split["limit"] = o["limit"]
-    return prepared
+
+
+def _prepare_folds(data: Path, options: dict[str, Any], settings: EncoderSettings, quiet: bool, keep_states: bool):
+    from .pipeline import prepare_folds
+
+    o = options
+    return prepare_folds(
+        data,
+        o["cv"],
+        settings,
+        val_fraction=o["val_fraction"],
+        split_seed=o["split_seed"],
+        cache_dir=o["cache_dir"],
+        limit=o["limit"],
+        progress=not quiet,
+        keep_states=keep_states,
+        label_set=o["label_set"],
+        split_file=o["split_file"],
+    )
 
 
 @app.command()
@@ -233,55 +288,53 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = _TC.seed,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a fusion head: split the labelled data (stratified, or the dataset's own split), encode through the
-    feature cache, train with early stopping on validation macro-F1 (MAE for regression data), print validation
-    metrics, save the checkpoint and predictions (labels, or id,score rows for regression)."""
+    """Train a fusion head: split the labelled data in train / validation / test (stratified 80/10/10, or the
+    dataset's own split), encode through the feature cache, train with early stopping on validation macro-F1 (MAE for
+    regression data), fit a softmax temperature on validation, then score the test part once. Prints validation and
+    test metrics; writes the checkpoint, split.csv, metrics.json, ROC / PR / reliability plots and predictions.
+    With --cv K: K folds, each the test part once; per-fold and mean ± std metrics, out-of-fold predictions."""
     _setup()
     from .fusion import head_uses_states
-    from .pipeline import fit, write_predictions
+    from .runs import cv_run, format_cv, train_run
     from .tasks import get_task
-    from .training import predict_logits
 
     _check_heads([head])
     settings, config, head_kwargs = _configs(options, seed=seed)
     out = out or Path("runs") / f"{data.stem}-{head}"
-    prepared = _prepare(data, options, settings, quiet, keep_states=head_uses_states(head))
-    model, result = fit(prepared, head, config, head_kwargs, progress=not quiet)
-    model.save_pretrained(out / "checkpoint")
-    report, task = prepared.bundle.report, get_task(prepared.bundle.task)
-    _write_json(
-        out / "metrics.json",
-        {
-            "head": head,
-            "task": task.name,
-            "best_epoch": result.best_epoch,
-            "train_seconds": result.seconds,
-            "encode_seconds": prepared.encode_seconds,
-            "validation": result.val_metrics,
-            "history": result.history,
-            "head_report": model.head.report(),
-            "data_problems": dict(report.counts),
-            "data_notes": dict(report.notes),
-        },
-    )
-    (out / "problems.txt").write_text("\n".join(report.messages) + ("\n" if report.messages else ""))
-    if len(prepared.unlabelled):
-        labels = task.decode(predict_logits(model, prepared.unlabelled), prepared.bundle.labels)
-        write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
+    keep_states = head_uses_states(head)
+    if options["cv"]:
+        folds = _prepare_folds(data, options, settings, quiet, keep_states)
+        run = cv_run(folds, head, config, head_kwargs, out, calibrate=options["calibrate"], progress=not quiet)
+        typer.echo(format_cv(run, folds[0].bundle.task))
+        typer.echo(folds[0].bundle.report.summary())
+        typer.echo("wrote: " + ", ".join(str(p) for p in run.files))
+        return
+    prepared = _prepare(data, options, settings, quiet, keep_states=keep_states)
+    run = train_run(prepared, head, config, head_kwargs, out, calibrate=options["calibrate"], progress=not quiet)
+    task = get_task(prepared.bundle.task)
+    sizes = prepared.split
     typer.echo(
         task.format(
-            result.val_metrics,
-            f"{head}: validation (best epoch {result.best_epoch}, "
-            f"{result.seconds:.1f}s training, {prepared.encode_seconds:.1f}s encoding)",
+            run.scores["validation"],
+            f"{head}: validation, n={sizes['n_val']} (selected the epoch: best {run.best_epoch}; "
+            f"{run.train_seconds:.1f}s training, {prepared.encode_seconds:.1f}s encoding)",
         )
     )
-    if model.head.report():
-        typer.echo(f"learned: {json.dumps(model.head.report())}")
-    typer.echo(report.summary())
-    typer.echo(
-        f"saved: {out / 'checkpoint'}, {out / 'metrics.json'}"
-        + (f", {len(prepared.unlabelled)} predictions in {out / 'predictions.txt'}" if len(prepared.unlabelled) else "")
-    )
+    if "test" in run.scores:
+        typer.echo("")
+        typer.echo(task.format(run.scores["test"], f"{head}: TEST, n={sizes['n_test']} (held out, scored once)"))
+        if "calibration" in run.scores:
+            c = run.scores["calibration"]
+            typer.echo(
+                f"calibration: temperature {c['temperature']:.3f} (fitted on validation); test ECE "
+                f"{c['test_ece_before']:.4f} -> {c['test_ece_after']:.4f}"
+            )
+    else:
+        typer.echo("no test part (--test-fraction 0): the figures above are validation figures", err=True)
+    if run.learned:
+        typer.echo(f"learned: {json.dumps(run.learned)}")
+    typer.echo(prepared.bundle.report.summary())
+    typer.echo("saved: " + ", ".join(str(p) for p in run.files))
 
 
 def _check_heads(heads: list[str]) -> None:
@@ -367,21 +420,38 @@ def _load_for(data: Path, model_config: Any) -> Any:
     return bundle
 
 
-def _load_bundle_samples(data: Path, split: str, model_config: Any) -> tuple[list[Any], list[str], Any]:
-    from .data import split_labelled
+def _load_bundle_samples(
+    data: Path, split: str, model_config: Any, checkpoint: Path
+) -> tuple[list[Any], list[str], Any]:
+    """The labelled samples of ``split``: the parts the checkpoint was trained with (its split.csv, else the split
+    recomputed from its recorded settings), or every labelled row."""
+    from .data.split import split_labelled
 
     bundle = _load_for(data, model_config)
     if split == "all":
         return bundle.labelled, bundle.labels, bundle
-    if split == "test" and bundle.given_split is not None:
-        return [s for s in bundle.labelled if bundle.given_split[s.id] == "test"], bundle.labels, bundle
-    if split != "val":
-        raise typer.BadParameter(
-            "--split must be val, all, or test (for data whose own split has labelled test rows)", param_hint="--split"
-        )
+    if split not in ("val", "test"):
+        raise typer.BadParameter("--split must be test, val or all", param_hint="--split")
     info = model_config.training.get("split", {})
-    _, val = split_labelled(bundle, info.get("val_fraction", 0.2), info.get("seed", 13), info.get("limit"))
-    return val, bundle.labels, bundle
+    split_file = checkpoint / "split.csv"
+    if split_file.is_file():
+        parts = split_labelled(bundle, split_file=split_file)
+    else:  # a checkpoint from before split files: the same seeded draw again
+        parts = split_labelled(
+            bundle,
+            info.get("val_fraction", 0.2),
+            info.get("test_fraction", 0.0),
+            info.get("seed", 13),
+            info.get("limit"),
+        )
+    chosen = parts.test if split == "test" else parts.val
+    if split == "test" and not chosen:
+        raise typer.BadParameter(
+            "this checkpoint was trained without a test part (--test-fraction 0); use --split val (optimistic: it "
+            "selected the epoch) or --split all on other data",
+            param_hint="--split",
+        )
+    return chosen, bundle.labels, bundle
 
 
 @app.command()
@@ -391,30 +461,38 @@ def evaluate(
     split: Annotated[
         str,
         typer.Option(
-            help="val = the validation split the checkpoint was selected on; all = every labelled row; test = the "
-            "labelled test rows of data that gives its own split."
+            help="test = the held-out test part of the checkpoint's split (never used to select); val = the "
+            "validation part that selected the epoch (optimistic); all = every labelled row (for other data)."
         ),
-    ] = "val",
+    ] = "test",
     out: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write ROC, PR and reliability plots into this folder.")] = None,
     cache_dir: CacheOpt = None,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1, confusion; for a
-    regression checkpoint MAE, Corr, Acc-7, Acc-2 and F1 (has-0 and non-0)."""
+    """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1 and ROC-AUC,
+    PR-AUC, ECE (with the checkpoint's calibration temperature), confusion; for a regression checkpoint MAE, Corr,
+    Acc-7, Acc-2 and F1 (has-0 and non-0)."""
     _setup()
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
-    samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config)
+    samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config, checkpoint)
     if not samples:
         raise typer.BadParameter(f"{data} has no labelled samples in split {split!r}", param_hint="--split")
-    task = predictor.task
+    task, temperature = predictor.task, predictor.model.config.temperature
     outputs = predictor.outputs(samples, bundle.report, progress=not quiet)
-    metrics = task.metrics(task.targets(samples, labels), outputs, labels)
+    y = task.targets(samples, labels)
+    metrics = task.metrics(y, outputs, labels, temperature)
     typer.echo(task.format(metrics, f"{predictor.model.config.head} on {data} ({split}, n={len(samples)})"))
     typer.echo(bundle.report.summary())
+    if plots and task.name == "classification":
+        from .plots import curve_plots
+
+        probs = task.probabilities(outputs, temperature).numpy()
+        curve_plots(y.tolist(), probs, labels, plots, f"{predictor.model.config.head}, {split}")
     if out:
         _write_json(out, metrics)
 

@@ -172,6 +172,13 @@ class ModalityFeatures:
         other.lengths = torch.tensor([s.shape[0] for s in other.states])
         return other
 
+    def subset(self, index: Sequence[int]) -> ModalityFeatures:
+        """The features of the samples at ``index`` (states shared, not copied): one encoding, many splits."""
+        other, rows = copy.copy(self), torch.as_tensor(list(index), dtype=torch.long)
+        other.present, other.pooled, other.lengths = self.present[rows], self.pooled[rows], self.lengths[rows]
+        other.states = None if self.states is None else [self.states[i] for i in rows.tolist()]
+        return other
+
     def batch(self, index: torch.Tensor) -> ModalityBatch:
         if self.states is None:
             states = torch.zeros(len(index), 0, self.dim)
@@ -211,6 +218,15 @@ class FeatureTable:
     def batch(self, index: torch.Tensor) -> dict[str, ModalityBatch]:
         return {m: f.batch(index) for m, f in self.modalities.items()}
 
+    def subset(self, index: Sequence[int]) -> FeatureTable:
+        """The rows at ``index``, in that order."""
+        index = list(index)
+        return FeatureTable(
+            ids=[self.ids[i] for i in index],
+            modalities={m: f.subset(index) for m, f in self.modalities.items()},
+            texts=[self.texts[i] for i in index],
+        )
+
     def sequence_lengths(self) -> torch.Tensor:
         """Per sample, the positions a batch pads it to, summed over modalities (without states: the number of
         modalities present)."""
@@ -233,6 +249,17 @@ def encode_modality(
     states: list[torch.Tensor | None] = [None] * len(samples)
     pooled: list[torch.Tensor | None] = [None] * len(samples)
     todo: list[tuple[int, str, Any]] = []
+    repeats: dict[str, list[int]] = {}  # same content again: encoded once (and identical, whatever its batch)
+
+    def take(i: int, hit: Cached | LoadError | None) -> bool:
+        """Use a cache hit (features, or a failure to report) for sample ``i``; False when there is none."""
+        if isinstance(hit, LoadError):
+            report.add(hit.kind, samples[i].id, str(hit.for_file(_describe(getattr(samples[i], modality)))))
+        elif hit is not None:
+            states[i], pooled[i] = hit.states, hit.pooled
+            _report_findings(report, samples[i].id, hit.problems, hit.notes)
+        return hit is not None
+
     for i, sample in enumerate(samples):
         item = getattr(sample, modality)
         if item is None:
@@ -244,14 +271,12 @@ def encode_modality(
             except OSError as exc:
                 report.add(f"missing_{modality}", sample.id, f"cannot read {item}: {exc}")
                 continue
-            hit = cache.get(key, digest, states=keep_states)
-            if isinstance(hit, LoadError):
-                report.add(hit.kind, sample.id, str(hit.for_file(_describe(item))))
+            if take(i, cache.get(key, digest, states=keep_states)):
                 continue
-            if hit is not None:
-                states[i], pooled[i] = hit.states, hit.pooled
-                _report_findings(report, sample.id, hit.problems, hit.notes)
+            if digest in repeats:
+                repeats[digest].append(i)
                 continue
+            repeats[digest] = []
         todo.append((i, digest, item))
     bar = tqdm(total=len(todo), desc=f"encoding {modality}", unit="sample", disable=not (todo and progress))
     for start in range(0, len(todo), batch_size):
@@ -276,6 +301,9 @@ def encode_modality(
         if len(todo) > batch_size:  # fragmentation builds up over many batches; a trim costs a request ms
             release_freed_memory()
     bar.close()
+    for digest, rows in repeats.items():  # now in the cache, as encoded (or failed) once
+        for i in rows:
+            take(i, cache.get(key, digest, states=keep_states) if cache is not None else None)
     return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
 
 

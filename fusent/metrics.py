@@ -49,6 +49,99 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     }
 
 
+def binary_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the positives ``y`` (bool): the probability that a random positive
+    outscores a random negative, ties counting half (the Mann-Whitney U form); NaN when one side is empty."""
+    y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=float)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    sorted_scores = score[order]
+    start = 0
+    while start < len(score):  # average ranks within ties
+        end = start
+        while end + 1 < len(score) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """PR-AUC as average precision, ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (scikit-learn's
+    definition, no interpolation); NaN without positives."""
+    y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=float)
+    if not y.any():
+        return math.nan
+    order = np.argsort(-score, kind="mergesort")
+    y, score = y[order], score[order]
+    last = np.r_[np.diff(score) != 0, True]  # the last row of each tie group is a threshold
+    tp = np.cumsum(y)[last]
+    predicted = (np.arange(len(y)) + 1)[last]
+    precision, recall = tp / predicted, tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): confidence = top probability, in ``bins`` equal-width bins over (0, 1];
+    ``sum_b |B_b|/n * |accuracy(B_b) - confidence(B_b)|``."""
+    probs = np.asarray(probs, dtype=float)
+    if len(probs) == 0:
+        return math.nan
+    confidence, correct = probs.max(1), probs.argmax(1) == np.asarray(y_true)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            total += rows.sum() / len(probs) * abs(correct[rows].mean() - confidence[rows].mean())
+    return float(total)
+
+
+def reliability_bins(y_true: Sequence[int], probs: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per confidence bin: its range, count, mean confidence and accuracy (the reliability diagram's bars)."""
+    probs = np.asarray(probs, dtype=float)
+    confidence, correct = probs.max(1), probs.argmax(1) == np.asarray(y_true)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        rows = which == b
+        out.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "n": int(rows.sum()),
+                "confidence": float(confidence[rows].mean()) if rows.any() else math.nan,
+                "accuracy": float(correct[rows].mean()) if rows.any() else math.nan,
+            }
+        )
+    return out
+
+
+def probability_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """What the predicted probabilities are worth beyond the argmax: one-vs-rest ROC-AUC and PR-AUC (average
+    precision) per class and their macro means over the classes present, ECE, and negative log-likelihood."""
+    y, probs = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=float)
+    roc = {label: binary_roc_auc(y == k, probs[:, k]) for k, label in enumerate(labels)}
+    pr = {label: average_precision(y == k, probs[:, k]) for k, label in enumerate(labels)}
+
+    def macro(values: dict[str, float]) -> float:
+        defined = [v for v in values.values() if not math.isnan(v)]
+        return float(np.mean(defined)) if defined else math.nan
+
+    nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else math.nan
+    return {
+        "roc_auc_macro": macro(roc),
+        "pr_auc_macro": macro(pr),
+        "roc_auc_per_class": roc,
+        "pr_auc_per_class": pr,
+        "ece": expected_calibration_error(y, probs),
+        "nll": nll,
+    }
+
+
 def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     """A plain-text table: headline numbers, per-class P/R/F1, and the confusion matrix."""
     labels = metrics["labels"]
@@ -60,10 +153,22 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
         f"{metrics['precision_weighted']:.4f} {metrics['recall_weighted']:.4f} {metrics['f1_weighted']:.4f} "
         f"| n={metrics['n']}"
     )
-    lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    if "roc_auc_macro" in metrics:
+        lines.append(
+            f"ROC-AUC macro {metrics['roc_auc_macro']:.4f} | PR-AUC macro {metrics['pr_auc_macro']:.4f} | "
+            f"ECE {metrics['ece']:.4f} | NLL {metrics['nll']:.4f}"
+        )
+    auc = metrics.get("roc_auc_per_class")
+    lines.append(
+        f"{'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"
+        + (f" {'ROC-AUC':>9}" if auc else "")
+    )
     for label in labels:
         c = metrics["per_class"][label]
-        lines.append(f"{label:<{width}} {c['precision']:>9.4f} {c['recall']:>9.4f} {c['f1']:>9.4f} {c['support']:>8}")
+        lines.append(
+            f"{label:<{width}} {c['precision']:>9.4f} {c['recall']:>9.4f} {c['f1']:>9.4f} {c['support']:>8}"
+            + (f" {auc[label]:>9.4f}" if auc else "")
+        )
     lines.append("confusion matrix (rows = true, columns = predicted)")
     lines.append(" " * width + " " + " ".join(f"{label[:9]:>9}" for label in labels))
     for label, row in zip(labels, metrics["confusion_matrix"], strict=True):

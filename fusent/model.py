@@ -37,6 +37,7 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)  # recorded for provenance, incl. the split
     fusent_version: str = __version__
     task: TaskName = "classification"  # regression: ``labels`` is empty and the head has one output, the score
+    temperature: float = 1.0  # divides the logits before the softmax: fitted on validation (temperature scaling)
 
     @property
     def finetune_text(self) -> bool:

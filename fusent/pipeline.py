@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from .calibration import fit_temperature
 from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
+from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, Split, cv_from_file, cv_splits
 from .encoders import (
     DEFAULT_AUDIO_SECONDS,
     DEFAULT_IMAGE_MODEL,
@@ -30,7 +32,7 @@ from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
 from .model import FusentModel, ModelConfig, trainable_encoders
 from .tasks import get_task
-from .training import TrainConfig, TrainResult, train_model
+from .training import TrainConfig, TrainResult, predict_logits, train_model
 
 log = logging.getLogger("fusent")
 
@@ -111,7 +113,8 @@ def feature_dims(encoders: dict[str, Encoder | None], text_encoder: TextEncoder 
 
 @dataclass
 class Prepared:
-    """A dataset split and encoded once, ready for any number of heads."""
+    """A dataset split and encoded once, ready for any number of heads: train and validation select, the test part
+    (possibly empty) is scored once at the end."""
 
     bundle: DatasetBundle
     train: FeatureTable
@@ -126,12 +129,46 @@ class Prepared:
     text_encoder: TextEncoder | None = None
     encode_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    test: FeatureTable | None = None
+    y_test: torch.Tensor | None = None
+    parts: Split | None = None  # the samples of each part, for split files
+
+    @property
+    def has_test(self) -> bool:
+        return self.test is not None and len(self.test) > 0
+
+
+def load_splits(
+    data: str | Path,
+    *,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = 13,
+    limit: int | None = None,
+    label_set: str | None = None,
+    split_file: str | Path | None = None,
+    cv: int | None = None,
+) -> tuple[DatasetBundle, list[Split]]:
+    """The dataset and its split: one train/val/test split, or ``cv`` cross-validation folds (from ``split_file``
+    when given: an ``id,part`` file for one split, an ``id,fold,part`` file for folds)."""
+    bundle = load_dataset(data, label_set=label_set)
+    if cv:
+        splits = (
+            cv_from_file(bundle, split_file) if split_file else cv_splits(bundle, cv, val_fraction, split_seed, limit)
+        )
+        if len(splits) != cv:
+            raise ValueError(f"{split_file} holds {len(splits)} folds, not --cv {cv}")
+    else:
+        splits = [split_labelled(bundle, val_fraction, test_fraction, split_seed, limit, split_file)]
+    for split in splits:  # what a checkpoint needs to load the same data again (``fusent evaluate``)
+        split.info.update({"label_set": label_set} if label_set else {}, **({"limit": limit} if limit else {}))
+    return bundle, splits
 
 
 def prepare(
     data: str | Path,
     settings: EncoderSettings | None = None,
-    val_fraction: float = 0.2,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     split_seed: int = 13,
     cache_dir: str | Path | None = None,
     batch_size: int = 32,
@@ -140,52 +177,118 @@ def prepare(
     keep_states: bool = True,
     label_set: str | None = None,
     unlabelled: bool = True,
+    *,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_file: str | Path | None = None,
 ) -> Prepared:
-    """Load ``data``, split its labelled samples, encode every split through the cache.
+    """Load ``data``, split its labelled samples in train / validation / test, encode every part through the cache.
 
-    The split is the dataset's own when it gives one (``val_fraction`` and ``split_seed`` unused), else seeded and,
-    for classification, stratified. ``limit`` keeps only the first N labelled (see ``split_labelled``) and first N
+    The split is read from ``split_file``, else the dataset's own when it gives one, else seeded and, for
+    classification, stratified (see ``split_labelled``). ``limit`` keeps only the first N labelled and first N
     unlabelled samples (quick experiments and tests). An encoder is built only for modalities the data has: a
     transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     ``unlabelled=False`` leaves the samples to predict out (an empty table), for work that never predicts them.
     """
-    bundle = load_dataset(data, label_set=label_set)
-    to_predict = bundle.unlabelled[:limit] if limit else bundle.unlabelled
-    train, val = split_labelled(bundle, val_fraction, split_seed, limit)
-    settings = (settings or EncoderSettings()).for_dataset([*train, *val, *to_predict], bundle.report)
+    bundle, splits = load_splits(
+        data,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        limit=limit,
+        label_set=label_set,
+        split_file=split_file,
+    )
+    return encode_splits(bundle, splits, settings, cache_dir, batch_size, limit, progress, keep_states, unlabelled)[0]
+
+
+def prepare_folds(
+    data: str | Path,
+    k: int,
+    settings: EncoderSettings | None = None,
+    *,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    split_seed: int = 13,
+    cache_dir: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    keep_states: bool = True,
+    label_set: str | None = None,
+    split_file: str | Path | None = None,
+) -> list[Prepared]:
+    """``k`` cross-validation folds (fold i = the test part of the i-th ``Prepared``), encoded once: K head
+    trainings, one encoding."""
+    bundle, splits = load_splits(
+        data,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        limit=limit,
+        label_set=label_set,
+        split_file=split_file,
+        cv=k,
+    )
+    return encode_splits(bundle, splits, settings, cache_dir, 32, limit, progress, keep_states, unlabelled=False)
+
+
+def encode_splits(
+    bundle: DatasetBundle,
+    splits: Sequence[Split],
+    settings: EncoderSettings | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: bool = True,
+    keep_states: bool = True,
+    unlabelled: bool = True,
+) -> list[Prepared]:
+    """Encode every labelled sample the splits use once, then slice one ``Prepared`` per split."""
+    to_predict = (bundle.unlabelled[:limit] if limit else bundle.unlabelled) if unlabelled else []
+    labelled: dict[str, Sample] = {}
+    for split in splits:
+        for samples in split.parts().values():
+            labelled.update((s.id, s) for s in samples)
+    settings = (settings or EncoderSettings()).for_dataset([*labelled.values(), *to_predict], bundle.report)
     encoders, text_encoder = build_encoders(
         settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
     )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
-    tables = [
-        build_features(part, encoders, cache, bundle.report, batch_size, progress, keep_states)
-        for part in (train, val, to_predict if unlabelled else [])
-    ]
+    table = build_features(list(labelled.values()), encoders, cache, bundle.report, batch_size, progress, keep_states)
+    predict_table = build_features(to_predict, encoders, cache, bundle.report, batch_size, progress, keep_states)
+    seconds = time.perf_counter() - start
+    row = {sid: i for i, sid in enumerate(labelled)}
     task = get_task(bundle.task)
-    split: dict[str, Any] = {"val_fraction": val_fraction, "seed": split_seed}
-    if bundle.given_split is not None:
-        split = {"given": True}
-    return Prepared(
-        bundle=bundle,
-        train=tables[0],
-        y_train=task.targets(train, bundle.labels),
-        val=tables[1],
-        y_val=task.targets(val, bundle.labels),
-        unlabelled=tables[2],
-        dims=feature_dims(encoders, text_encoder),
-        settings=settings,
-        encoder_configs={
-            "text": settings.text_config(),
-            "image": settings.image_config(),
-            "audio": settings.audio_config(),
-            **{m: e.settings() for m, e in encoders.items() if e is not None and e.trainable},
-        },
-        split={**split, "n_train": len(train), "n_val": len(val), **({"label_set": label_set} if label_set else {})},
-        text_encoder=text_encoder,
-        encode_seconds=time.perf_counter() - start,
-    )
+    encoder_configs = {
+        "text": settings.text_config(),
+        "image": settings.image_config(),
+        "audio": settings.audio_config(),
+        **{m: e.settings() for m, e in encoders.items() if e is not None and e.trainable},
+    }
+    prepared = []
+    for split in splits:
+        tables = {part: table.subset([row[s.id] for s in samples]) for part, samples in split.parts().items()}
+        targets = {part: task.targets(samples, bundle.labels) for part, samples in split.parts().items()}
+        info = {**split.info, **split.sizes()}
+        prepared.append(
+            Prepared(
+                bundle=bundle,
+                train=tables["train"],
+                y_train=targets["train"],
+                val=tables["val"],
+                y_val=targets["val"],
+                unlabelled=predict_table,
+                dims=feature_dims(encoders, text_encoder),
+                settings=settings,
+                split=info,
+                encoder_configs=encoder_configs,
+                text_encoder=text_encoder,
+                encode_seconds=seconds,
+                test=tables["test"],
+                y_test=targets["test"],
+                parts=split,
+            )
+        )
+    return prepared
 
 
 def fit(
@@ -216,6 +319,32 @@ def fit(
     model = FusentModel(config, text_encoder, trainable_encoders(config)).to(pick_device(prepared.settings.device))
     result = train_model(model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress)
     return model, result
+
+
+def evaluate_prepared(model: FusentModel, prepared: Prepared, calibrate: bool = True) -> dict[str, Any]:
+    """Score the trained ``model`` on validation and, once, on the test part. With ``calibrate`` (classification),
+    a temperature is first fitted on the validation logits and stored in ``model.config``; test ECE is reported
+    before and after it. Nothing here feeds back into training or selection."""
+    task, labels = get_task(prepared.bundle.task), prepared.bundle.labels
+    val_out = predict_logits(model, prepared.val)
+    temperature = 1.0
+    if calibrate and task.name == "classification":
+        temperature = fit_temperature(val_out, prepared.y_val)
+    model.config.temperature = temperature
+    scores: dict[str, Any] = {"validation": task.metrics(prepared.y_val, val_out, labels, temperature)}
+    if prepared.has_test:
+        assert prepared.test is not None and prepared.y_test is not None
+        test_out = predict_logits(model, prepared.test)
+        scores["test"] = task.metrics(prepared.y_test, test_out, labels, temperature)
+        scores["test_outputs"] = test_out
+        if task.name == "classification":
+            before = task.metrics(prepared.y_test, test_out, labels)["ece"]
+            scores["calibration"] = {
+                "temperature": temperature,
+                "test_ece_before": before,
+                "test_ece_after": scores["test"]["ece"],
+            }
+    return scores
 
 
 def write_predictions(

@@ -177,7 +177,7 @@ class Predictor:
         """Class probabilities ``[N, C]`` in the order of ``self.labels``."""
         if self.task.name != "classification":
             raise ValueError("this checkpoint predicts regression scores, not class probabilities: use predict_samples")
-        return torch.softmax(self.outputs(samples, report, progress), dim=-1).numpy()
+        return self.task.probabilities(self.outputs(samples, report, progress), self.model.config.temperature).numpy()
 
     def predict_samples(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
@@ -259,7 +259,7 @@ class Predictor:
             if self.task.name == "regression":
                 scores = [{"score": float(outputs[i, 0])}]
             else:
-                proba = torch.softmax(outputs[i], -1)
+                proba = self.task.probabilities(outputs[i], self.model.config.temperature)
                 scores = sorted(
                     ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba, strict=True)),
                     key=lambda r: -r["score"],
@@ -272,7 +272,7 @@ class Predictor:
         """What contributions explain: the probability of the predicted label, or the regression score."""
         if self.task.name == "regression":
             return outputs[:, 0]
-        return torch.softmax(outputs, -1).gather(1, top)[:, 0]
+        return self.task.probabilities(outputs, self.model.config.temperature).gather(1, top)[:, 0]
 
     def _contributions(
         self, inputs: dict[str, ModalityBatch], outputs: torch.Tensor, present: dict[str, torch.Tensor]

@@ -10,7 +10,13 @@ from typing import Any
 import torch
 
 from .data.records import Sample, TaskName
-from .metrics import classification_metrics, format_metrics, format_regression_metrics, regression_metrics
+from .metrics import (
+    classification_metrics,
+    format_metrics,
+    format_regression_metrics,
+    probability_metrics,
+    regression_metrics,
+)
 
 
 class Task:
@@ -29,7 +35,10 @@ class Task:
         """The prediction of each row, as written to a predictions file."""
         raise NotImplementedError
 
-    def metrics(self, y_true: torch.Tensor, outputs: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
+    def metrics(
+        self, y_true: torch.Tensor, outputs: torch.Tensor, labels: Sequence[str], temperature: float = 1.0
+    ) -> dict[str, Any]:
+        """``temperature`` divides classification logits before the softmax (calibration); scores ignore it."""
         raise NotImplementedError
 
     def score(self, metrics: dict[str, Any]) -> float:
@@ -60,8 +69,18 @@ class Classification(Task):
     def decode(self, outputs: torch.Tensor, labels: Sequence[str]) -> list[Any]:
         return [labels[i] for i in outputs.argmax(1).tolist()]
 
-    def metrics(self, y_true: torch.Tensor, outputs: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
-        return classification_metrics(y_true.tolist(), outputs.argmax(1).tolist(), labels)
+    def metrics(
+        self, y_true: torch.Tensor, outputs: torch.Tensor, labels: Sequence[str], temperature: float = 1.0
+    ) -> dict[str, Any]:
+        """Label metrics from the argmax, plus ROC-AUC / PR-AUC / ECE from the (temperature-scaled) softmax."""
+        y = y_true.tolist()
+        return {
+            **classification_metrics(y, outputs.argmax(1).tolist(), labels),
+            **probability_metrics(y, self.probabilities(outputs, temperature).numpy(), labels),
+        }
+
+    def probabilities(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return torch.softmax(outputs.float() / temperature, dim=-1)
 
     def score(self, metrics: dict[str, Any]) -> float:
         return metrics["f1_macro"]
@@ -95,7 +114,9 @@ class Regression(Task):
         """Each row's score, unclipped (the metrics clip where their definition does)."""
         return outputs[:, 0].tolist()
 
-    def metrics(self, y_true: torch.Tensor, outputs: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
+    def metrics(
+        self, y_true: torch.Tensor, outputs: torch.Tensor, labels: Sequence[str], temperature: float = 1.0
+    ) -> dict[str, Any]:
         return regression_metrics(y_true.tolist(), outputs[:, 0].tolist())
 
     def score(self, metrics: dict[str, Any]) -> float:

@@ -1,11 +1,13 @@
-"""The one trainer every fusion head goes through: AdamW, early stopping on validation macro-F1 (MAE for
-regression), best restore."""
+"""The one trainer every fusion head goes through: AdamW (or SGD with momentum), an optional warm-up + cosine /
+linear learning-rate schedule, early stopping on validation macro-F1 (MAE for regression), best restore."""
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +22,8 @@ from .model import FusentModel
 from .tasks import get_task
 
 ClassWeights = Literal["none", "balanced", "sqrt"]
+OptimizerName = Literal["adamw", "sgd"]
+ScheduleName = Literal["constant", "cosine", "linear"]
 
 
 @dataclass
@@ -39,6 +43,10 @@ class TrainConfig:
     contrastive_weight: float = 0.0  # > 0 adds paper 001's InfoNCE term between two augmented views (eq. 12)
     temperature: float = 0.2  # InfoNCE tau
     view_dropout: float = 0.2  # token / feature dropout making the views of cached (frozen) features
+    optimizer: OptimizerName = "adamw"  # or SGD with momentum (papers 000 / 003 fine-tune with either)
+    momentum: float = 0.9  # SGD only
+    schedule: ScheduleName = "constant"  # learning rate after warm-up: constant, cosine or linear decay to 0
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (fractions allowed)
 
 
 @dataclass
@@ -160,6 +168,33 @@ def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 25
     return out
 
 
+def make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (the default) or SGD with momentum over the parameter groups (each with its own lr)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def lr_factor(schedule: ScheduleName, warmup_steps: float, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of every group's lr at optimizer step ``step``: linear warm-up from 0 over ``warmup_steps``,
+    then constant, cosine or linear decay to 0 at ``total_steps`` (the maximum epochs; early stopping may end
+    sooner)."""
+    if schedule not in ("constant", "cosine", "linear"):
+        raise ValueError(f"unknown schedule {schedule!r}; use constant, cosine or linear")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+    return factor
+
+
 def train_model(
     model: FusentModel,
     train: FeatureTable,
@@ -183,7 +218,11 @@ def train_model(
         groups.append({"params": text_params, "lr": config.text_lr})
     if len(model.encoders):  # networks trained from scratch learn at the head's rate
         groups.append({"params": list(model.encoders.parameters()), "lr": config.lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(groups, config)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(config.schedule, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
+    )
     device = model.device
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
@@ -210,6 +249,7 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total += loss.item() * len(index)
         metrics = task.metrics(y_val, predict_logits(model, val), labels)
         history.append({"epoch": epoch, "train_loss": total / len(train), **task.headline(metrics)})

@@ -318,7 +318,7 @@ def test_augment_perturbs_present_clips_only():
 # ------------------------------------------------------------------------------------------------ RAVDESS
 
 
-def make_ravdess_folder(root: Path, actors=(1, 2, 17, 18), seconds: float = 0.3) -> dict[str, str]:
+def make_ravdess_folder(root: Path, actors=(1, 2, 17, 19), seconds: float = 0.3) -> dict[str, str]:
     """RAVDESS-named clips: every emotion x both statements for each actor, plus a stray file; id -> emotion.
     Emotions differ in pitch, so a network can tell them apart."""
     emotions = {}
@@ -353,7 +353,9 @@ def test_ravdess_sentiment_from_file_names_split_by_actor(tiny_ravdess):
     for sid, sample in kept.items():
         assert sample.label == SENTIMENT[emotions[sid]]
         assert sample.text == STATEMENTS[sid.split("-")[4]]
-        assert bundle.given_split[sid] == ("train" if int(sid[-2:]) <= 16 else "val")
+        actor = int(sid[-2:])
+        assert bundle.given_split[sid] == ("train" if actor <= 16 else "val" if actor <= 18 else "test")
+        assert sample.group == f"actor{actor:02d}"
         assert sample.audio.exists() and sample.image is None
 
 
@@ -373,9 +375,9 @@ def test_prepare_uses_the_dataset_split(tiny_ravdess, tiny_models, tmp_path: Pat
     root, _ = tiny_ravdess
     settings = EncoderSettings(text_model=str(tiny_models.bert), audio_model="mfcc", device="cpu")
     prepared = prepare(root, settings, cache_dir=tmp_path / "cache", progress=False)
-    actors = {int(i[-2:]) for i in prepared.train.ids}, {int(i[-2:]) for i in prepared.val.ids}
-    assert actors == ({1, 2}, {17, 18})
-    assert prepared.split["given"] is True
+    actors = [{int(i[-2:]) for i in part.ids} for part in (prepared.train, prepared.val, prepared.test)]
+    assert actors == [{1, 2}, {17}, {19}]  # speaker-disjoint train / validation / test
+    assert prepared.split["kind"] == "given"
     assert set(prepared.dims) == {"text", "audio"}  # the image encoder is dropped: no sample has an image
     assert prepared.bundle.report.notes["no_image_in_dataset"] == 1
 
@@ -476,13 +478,18 @@ def test_cli_trains_and_evaluates_ravdess_emotion(tiny_ravdess, tiny_models, tmp
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert len(config["labels"]) == 8 and set(config["dims"]) == {"text", "audio"}
     assert config["audio_encoder"] == {"name": "mfcc", "max_seconds": 10.0}
-    assert config["training"]["split"]["given"] and config["training"]["split"]["label_set"] == "emotion"
+    assert config["training"]["split"]["kind"] == "given" and config["training"]["split"]["label_set"] == "emotion"
     metrics = json.loads((run / "metrics.json").read_text())
-    n_val = sum(1 for sid in emotions if int(sid[-2:]) >= 17)
+    n_val = sum(1 for sid in emotions if int(sid[-2:]) in (17, 18))
+    n_test = sum(1 for sid in emotions if int(sid[-2:]) >= 19)
     assert sum(map(sum, metrics["validation"]["confusion_matrix"])) == n_val  # actors 17-18 only
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == n_test  # actors 19-20 only
     result = CliRunner().invoke(app, ["evaluate", str(run / "checkpoint"), "--data", str(root), *common])
     assert result.exit_code == 0, result.output
-    assert f"n={n_val}" in result.output
+    assert f"(test, n={n_test})" in result.output
+    assert metrics["test"]["f1_macro"] == pytest.approx(
+        float(result.output.split("macro P/R/F1 ")[1].split()[2]), abs=1e-4
+    )
 
 
 def test_cli_train_help_lists_audio_options():
@@ -508,9 +515,9 @@ def real_ravdess() -> Path:
 def test_real_ravdess_adapter_and_decoding(real_ravdess: Path):
     bundle = load_dataset(real_ravdess)
     assert len(bundle.labelled) == 1040 and bundle.report.notes["ravdess_surprised_excluded"] == 160
-    assert set(bundle.given_split.values()) == {"train", "val"}
-    val_actors = {int(i[-2:]) for i, part in bundle.given_split.items() if part == "val"}
-    assert val_actors == {17, 18, 19, 20}
+    assert set(bundle.given_split.values()) == {"train", "val", "test"}
+    actors = {p: {int(i[-2:]) for i, part in bundle.given_split.items() if part == p} for p in ("val", "test")}
+    assert actors == {"val": {17, 18}, "test": {19, 20}}
     emotion = load_dataset(real_ravdess, label_set="emotion")
     assert len(emotion.labelled) == 1200 and not emotion.report.counts
     for sample in emotion.labelled[::150]:

@@ -25,9 +25,9 @@ TWO_EPOCHS = TrainConfig(epochs=2, batch_size=8, seed=3)
 def test_prepare_splits_and_encodes(prepared_tiny, tiny_mvsa: MvsaSpec):
     p = prepared_tiny
     n = len(tiny_mvsa.labels)
-    assert len(p.train) + len(p.val) == n
-    assert len(p.val) == p.split["n_val"] == round(0.2 * n)
-    assert set(p.train.ids).isdisjoint(p.val.ids)
+    assert len(p.train) + len(p.val) + len(p.test) == n
+    assert len(p.val) == p.split["n_val"] == 4 and len(p.test) == p.split["n_test"] == 4  # 10% each, rounded up
+    assert set(p.train.ids).isdisjoint(p.val.ids) and set(p.test.ids).isdisjoint(p.train.ids + p.val.ids)
     assert p.unlabelled.ids == tiny_mvsa.unlabelled
     assert p.dims == {"text": 32, "image": 32}
     assert p.y_train.shape == (len(p.train),) and p.y_train.dtype == torch.long
@@ -230,7 +230,8 @@ def test_text_only_data(text_manifest: Path, tiny_settings: EncoderSettings, tmp
     prepared = prepare(text_manifest, settings, cache_dir=tmp_path / "cache", progress=False)
     assert prepared.dims == {"text": 32}
     assert prepared.bundle.labels == ["negative", "neutral", "positive"]
-    assert len(prepared.train) + len(prepared.val) == 24 and prepared.unlabelled.ids == [f"u{k}" for k in range(8)]
+    assert len(prepared.train) + len(prepared.val) + len(prepared.test) == 24
+    assert prepared.unlabelled.ids == [f"u{k}" for k in range(8)]
     kwargs = {"d_model": 32} if head == "ote" else None
     model, _ = fit(prepared, head, TWO_EPOCHS, kwargs, progress=False)
     model.save_pretrained(tmp_path / "ckpt")
@@ -253,9 +254,11 @@ def test_image_head_on_text_only_data_fails_clearly(text_manifest: Path, tiny_se
 
 def test_prepare_limit_keeps_first_labelled_and_unlabelled(text_manifest: Path, tiny_settings, tmp_path: Path):
     settings = replace(tiny_settings, image_model="none")
-    prepared = prepare(text_manifest, settings, val_fraction=0.5, limit=6, cache_dir=tmp_path / "c", progress=False)
+    prepared = prepare(
+        text_manifest, settings, val_fraction=0.5, limit=6, cache_dir=tmp_path / "c", progress=False, test_fraction=0
+    )
     first_six = ["neg0", "neu0", "pos0", "neg1", "neu1", "pos1"]
-    assert sorted(prepared.train.ids + prepared.val.ids) == sorted(first_six)
+    assert sorted(prepared.train.ids + prepared.val.ids) == sorted(first_six) and not prepared.has_test
     assert prepared.unlabelled.ids == [f"u{k}" for k in range(6)]
     with pytest.raises(ValueError, match="only 4 labelled"):
         prepare(text_manifest, settings, limit=4, cache_dir=tmp_path / "c", progress=False)

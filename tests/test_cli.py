@@ -92,7 +92,18 @@ def test_train_writes_checkpoint_metrics_and_predictions(trained_run, tiny_mvsa:
     assert json.loads((run / "checkpoint" / "config.json").read_text())["head"] == "native_combine"  # the default head
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["validation"]["f1_macro"] <= 1.0
-    assert metrics["validation"]["n"] == round(0.2 * len(tiny_mvsa.labels))
+    n = len(tiny_mvsa.labels)
+    assert metrics["validation"]["n"] == metrics["split"]["n_val"] == 4 and metrics["test"]["n"] == 4  # 10% each
+    assert metrics["split"]["n_train"] + 8 == n and metrics["split"]["kind"] == "random"
+    assert 0.0 <= metrics["test"]["roc_auc_macro"] <= 1.0 and 0.0 <= metrics["test"]["ece"] <= 1.0
+    assert metrics["calibration"]["temperature"] > 0
+    split = read_rows(run / "split.csv")
+    assert split[0] == ["id", "part"] and len(split) == 1 + n
+    assert read_rows(run / "checkpoint" / "split.csv") == split
+    parts = {part: {r[0] for r in split[1:] if r[1] == part} for part in ("train", "val", "test")}
+    assert not parts["test"] & (parts["train"] | parts["val"]) and len(parts["test"]) == 4
+    for plot in ("roc.png", "pr.png", "reliability.png"):
+        assert (run / plot).stat().st_size > 1000
     assert len(metrics["history"]) == 2
     assert metrics["data_problems"]["corrupt_image"] == 2 and metrics["data_problems"]["missing_image"] == 3
     assert metrics["data_notes"]["text_decoded_by_fallback"] == 1
@@ -106,6 +117,7 @@ def test_train_writes_checkpoint_metrics_and_predictions(trained_run, tiny_mvsa:
     assert all(len(r) == 2 and r[1] in {"negative", "neutral", "positive"} for r in rows[1:])
     # stdout: the validation table and the problem summary
     assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert "validation, n=4" in result.stdout and "TEST, n=4" in result.stdout and "ROC-AUC" in result.stdout
     assert "corrupt_image=2" in result.stdout
 
 
@@ -135,11 +147,24 @@ def test_evaluate_command(trained_run, tiny_mvsa: MvsaSpec, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout and "f1" in result.stdout
     evaluated = json.loads(metrics_path.read_text())
-    trained = json.loads((run / "metrics.json").read_text())["validation"]
-    # --split val rebuilds the split the checkpoint was selected on: the same numbers as in training
-    assert evaluated["n"] == trained["n"]
-    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
-    assert evaluated["accuracy"] == pytest.approx(trained["accuracy"])
+    trained = json.loads((run / "metrics.json").read_text())
+    # by default the held-out test part of the checkpoint's split: the same numbers as train printed for it
+    assert evaluated["n"] == trained["test"]["n"] == 4
+    assert evaluated["confusion_matrix"] == trained["test"]["confusion_matrix"]
+    assert evaluated["roc_auc_macro"] == pytest.approx(trained["test"]["roc_auc_macro"])
+    assert evaluated["ece"] == pytest.approx(trained["test"]["ece"])  # with the stored temperature
+    # --split val: the part that selected the epoch, from split.csv or (older checkpoints) the seeded draw again
+    for drop_split_file in (False, True):
+        if drop_split_file:
+            (run / "checkpoint" / "split.csv").rename(tmp_path / "split.csv")
+        val_path = tmp_path / f"val{drop_split_file}.json"
+        result = invoke(
+            "evaluate", run / "checkpoint", "--data", tiny_mvsa.root, "--split", "val", "--cache-dir", cache,
+            "--out", val_path, "-q",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads(val_path.read_text())["confusion_matrix"] == trained["validation"]["confusion_matrix"]
+    (tmp_path / "split.csv").rename(run / "checkpoint" / "split.csv")
     everything = invoke(
         "evaluate", run / "checkpoint", "--data", tiny_mvsa.root, "--split", "all", "--cache-dir", cache
     )

@@ -147,7 +147,7 @@ def test_image_patches_pooled_once_match_the_heads_own_pooling(prepared_tiny):
     states = [torch.randn(1 + 36, dim) for _ in range(n - 1)] + [None]  # CLS + 6x6 patches; the last row has none
     pooled = [None if s is None else s.mean(0) for s in states]
     image = ModalityFeatures(states, pooled, dim)
-    table = replace(prepared_tiny.val, ids=prepared_tiny.val.ids[:n], texts=prepared_tiny.val.texts[:n])
+    table = replace(prepared_tiny.train, ids=prepared_tiny.train.ids[:n], texts=prepared_tiny.train.texts[:n])
     text = table.modalities["text"]
     assert bool(text.present[:n].all())
     text = ModalityFeatures(text.states[:n], list(text.pooled[:n]), text.dim)

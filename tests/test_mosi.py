@@ -49,13 +49,13 @@ def test_each_bad_row_is_reported_once_and_not_trained_on(tiny_mosi: MosiSpec):
 def test_the_dataset_split_is_used_as_given(tiny_mosi: MosiSpec):
     bundle = load_mosi(tiny_mosi.root)
     assert bundle.given_split == tiny_mosi.split
-    train, val = split_labelled(bundle, val_fraction=0.5, seed=99)  # fraction and seed do not matter
-    assert [s.id for s in train] == [i for i, m in tiny_mosi.split.items() if m == "train"]
-    assert [s.id for s in val] == [i for i, m in tiny_mosi.split.items() if m == "val"]
-    assert {s.id for s in train + val}.isdisjoint(i for i, m in tiny_mosi.split.items() if m == "test")
+    parts = split_labelled(bundle, val_fraction=0.5, seed=99)  # fraction and seed do not matter: it has test rows
+    for part in ("train", "val", "test"):
+        assert [s.id for s in getattr(parts, part)] == [i for i, m in tiny_mosi.split.items() if m == part]
     # a limit keeps the first N of each part, so a table sorted by split still has validation rows
-    train3, val3 = split_labelled(bundle, limit=3)
-    assert [s.id for s in train3] == [s.id for s in train[:3]] and [s.id for s in val3] == [s.id for s in val[:3]]
+    three = split_labelled(bundle, limit=3)
+    assert [s.id for s in three.train] == [s.id for s in parts.train[:3]]
+    assert [s.id for s in three.val] == [s.id for s in parts.val[:3]]
 
 
 def test_without_mode_column_the_split_is_seeded_and_random(tmp_path: Path):
@@ -63,10 +63,12 @@ def test_without_mode_column_the_split_is_seeded_and_random(tmp_path: Path):
     (tmp_path / "label.csv").write_text("\n".join(rows) + "\n")
     bundle = load_mosi(tmp_path)
     assert bundle.given_split is None and len(bundle.labelled) == 20
-    train, val = split_labelled(bundle, 0.25, seed=3)
-    again_train, again_val = split_labelled(bundle, 0.25, seed=3)
-    assert len(val) == 5 and [s.id for s in val] == [s.id for s in again_val]
-    assert {s.id for s in train} | {s.id for s in val} == {f"r{k:02d}" for k in range(20)}
+    two = split_labelled(bundle, 0.25, test_fraction=0, seed=3)
+    assert len(two.val) == 5 and not two.test
+    assert {s.id for s in two.train} | {s.id for s in two.val} == {f"r{k:02d}" for k in range(20)}
+    three, again = split_labelled(bundle, seed=3), split_labelled(bundle, seed=3)
+    assert [s.id for s in three.test] == [s.id for s in again.test] and len(three.test) == 2
+    assert len({s.id for s in three.train + three.val + three.test}) == 20
 
 
 def test_mmsa_video_and_clip_columns_make_the_id(tmp_path: Path):
@@ -107,8 +109,13 @@ def test_real_mosi_table_loads(real_mosi: Path):
     bundle = load_dataset(real_mosi)
     assert bundle.task == "regression" and bundle.report.counts == {}
     # the README's counts: 1,281 train and 229 dev segments, 685 test segments to predict
-    train, val = split_labelled(bundle)
-    assert (len(train), len(val), len(bundle.unlabelled)) == (1281, 229, 685)
+    # its test labels are kept elsewhere: the 229 dev rows are held out as the test part, validation is drawn from
+    # the training rows by whole videos
+    parts = split_labelled(bundle)
+    assert (len(parts.train) + len(parts.val), len(parts.test), len(bundle.unlabelled)) == (1281, 229, 685)
+    assert all(bundle.given_split[s.id] == "val" for s in parts.test)
+    assert not {s.group for s in parts.train} & {s.group for s in parts.val}
+    assert 0.08 < len(parts.val) / 1510 < 0.15
     scores = [s.score for s in bundle.labelled]
     assert min(scores) >= -3 and max(scores) <= 3 and len({round(s, 3) for s in scores}) > 20
     assert all(s.text for s in bundle.labelled + bundle.unlabelled)

@@ -41,7 +41,8 @@ def test_prepare_uses_the_given_split_float_targets_and_text_only(prepared_mosi,
     assert p.dims == {"text": 32} and p.settings.image_model == "none"
     assert p.train.ids == [i for i, m in tiny_mosi.split.items() if m == "train"]
     assert p.val.ids == [i for i, m in tiny_mosi.split.items() if m == "val"]
-    assert p.split == {"given": True, "n_train": len(p.train), "n_val": len(p.val)}
+    assert p.test.ids == [i for i, m in tiny_mosi.split.items() if m == "test"]
+    assert p.split == {"kind": "given", "n_train": len(p.train), "n_val": len(p.val), "n_test": len(p.test)}
     assert p.y_train.dtype == torch.float32 and p.y_train.tolist() == pytest.approx(
         [tiny_mosi.scores[i] for i in p.train.ids]
     )
@@ -174,7 +175,8 @@ def test_cli_train_evaluate_predict_regression(tiny_mosi: MosiSpec, tiny_models:
         assert name in train.stdout
     assert "bad_score=3" in train.stdout  # the data problems are summarised
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["task"] == "regression" and metrics["validation"]["n"] == 12
+    assert metrics["task"] == "regression" and metrics["validation"]["n"] == 12 and metrics["test"]["n"] == 3
+    assert "calibration" not in metrics  # no temperature for scores
     assert len(metrics["history"]) == 3 and "val_mae" in metrics["history"][0]
     rows = read_rows(run / "predictions.txt")
     assert rows[0] == ["id", "score"]
@@ -185,10 +187,10 @@ def test_cli_train_evaluate_predict_regression(tiny_mosi: MosiSpec, tiny_models:
     result = invoke("evaluate", run / "checkpoint", "--data", tiny_mosi.root, "--out", evaluated, *common)
     assert result.exit_code == 0, result.output
     assert "Acc-2 non-0" in result.stdout
-    # --split val rebuilds the dataset's own validation split: the numbers training selected on
-    assert json.loads(evaluated.read_text()) == pytest.approx(metrics["validation"])
-    test_split = invoke("evaluate", run / "checkpoint", "--data", tiny_mosi.root, "--split", "test", *common)
-    assert test_split.exit_code == 0 and "n=3" in test_split.stdout
+    # by default the dataset's own test rows, as train scored them once
+    assert json.loads(evaluated.read_text()) == pytest.approx(metrics["test"])
+    val_split = invoke("evaluate", run / "checkpoint", "--data", tiny_mosi.root, "--split", "val", *common)
+    assert val_split.exit_code == 0 and "n=12" in val_split.stdout
 
     out = tmp_path / "preds.csv"
     result = invoke("predict", run / "checkpoint", "--data", tiny_mosi.root, "--out", out, *common)

@@ -197,6 +197,7 @@ def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetB
                 report.add("empty_text", sid, "text is empty")
             media = {m: _media_path(rec, m, path.parent, sid, report) for m in ("image", "audio")}
             label = _field(rec, "label")
-            yield Sample(id=sid, text=text or None, **media, label=label), label.lower() not in _UNLABELLED
+            group = _field(rec, "group") or None  # optional: samples of one group stay on one side of a split
+            yield Sample(id=sid, text=text or None, **media, label=label, group=group), label.lower() not in _UNLABELLED
 
     return _finish(rows(), labels, report, name=path.stem)

@@ -1,6 +1,8 @@
 """CMU-MOSI style regression tables (as MMSA pipelines use them): ``label.csv`` with id,text,label,mode and
 ``test_without_label.csv`` with id,text. ``label`` is a sentiment score in [-3, 3]; ``mode`` is the dataset's own
-split, used as is (train -> train, dev/valid -> validation, test -> held out of training and selection).
+split (train -> train, dev/valid -> validation, test -> held out of training and selection); a table without
+labelled test rows holds out its dev rows as the test part instead (see ``split_labelled``). Segments of one video
+share a ``group`` (the id before its last ``_``), so drawn splits and folds keep a video on one side.
 
 MMSA's own ``video_id,clip_id`` columns are read as the id ``{video_id}_{clip_id}`` (the form CMU-MOSI ids take).
 """
@@ -34,6 +36,13 @@ def is_mosi_folder(path: Path) -> bool:
         return True
     unlabelled = path / UNLABELLED_FILE
     return unlabelled.is_file() and "id" in _header(unlabelled) and "image_name" not in _header(unlabelled)
+
+
+def video_of(sid: str, record: dict[str, str]) -> str:
+    """The video a segment id belongs to: MMSA's ``video_id`` column, else the id before its last ``_``."""
+    if "clip_id" in record and record.get("id"):
+        return record["id"]
+    return sid.rsplit("_", 1)[0] if "_" in sid else sid
 
 
 def _score(raw: str, sid: str, low: float, high: float, report: ProblemReport) -> float | None:
@@ -106,7 +115,7 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
                     modes.setdefault(sid, mode)  # the first row of an id is the one _finish keeps
                 elif text is None:
                     report.add("empty_text", sid, "text is empty; predicted without it")
-                yield Sample(id=sid, text=text, score=score), labelled
+                yield Sample(id=sid, text=text, score=score, group=video_of(sid, rec)), labelled
 
     bundle = _finish(rows(), None, report, name=root.name, task="regression")
     bundle.prediction_header = MOSI_PREDICTION_HEADER

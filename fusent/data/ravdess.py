@@ -3,7 +3,7 @@ folder of audio files to predict.
 
 ``Actor_NN/MM-VV-EE-II-SS-RR-NN.flac``: modality, vocal channel, emotion, intensity, statement, repetition, actor.
 The words are one of two fixed neutral sentences, so a text+audio model has to learn that only the voice carries
-the label. Samples carry their split (actors 01-16 train, 17-20 validation, any later actor test), so speakers
+the label. Samples carry their split (actors 01-16 train, 17-18 validation, 19-20 and any later actor test), so speakers
 never straddle train and validation.
 """
 
@@ -41,7 +41,8 @@ SENTIMENT = {
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
 LABEL_SETS = ("sentiment", "emotion")
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
-TRAIN_ACTORS, VAL_ACTORS = range(1, 17), range(17, 21)
+#: speaker-disjoint parts: actors 01-16 train, 17-18 validation, 19-20 (and any later actor) test
+TRAIN_ACTORS, VAL_ACTORS = range(1, 17), range(17, 19)
 _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
 
@@ -92,7 +93,7 @@ def load_ravdess(
                 continue
             text = STATEMENTS[fields["statement"]] if with_text else None
             splits[path.stem] = actor_split(int(fields["actor"]))
-            yield Sample(id=path.stem, text=text, audio=path, label=label), True
+            yield Sample(id=path.stem, text=text, audio=path, label=label, group=f"actor{fields['actor']}"), True
 
     splits: dict[str, str] = {}
     chosen = labels or (EMOTION_LABELS if label_set == "emotion" else SENTIMENT_LABELS)

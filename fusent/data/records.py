@@ -20,7 +20,7 @@ TaskName = Literal["classification", "regression"]
 class Sample:
     """One post. ``text`` is already decoded; ``image`` and ``audio`` are paths (or bytes / a PIL image / a
     waveform when given in memory) that may turn out unreadable. A classification target is ``label``; a
-    regression target is ``score``."""
+    regression target is ``score``. ``group`` (a speaker, a video) keeps related samples on one side of a split."""
 
     id: str
     text: str | None = None
@@ -28,6 +28,7 @@ class Sample:
     audio: Path | bytes | Any | None = None
     label: str | None = None
     score: float | None = None
+    group: str | None = None  # a speaker or a video: splits keep a group on one side
 
 
 @dataclass

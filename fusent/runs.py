@@ -1,0 +1,196 @@
+"""What ``fusent train`` leaves in its run folder: the checkpoint, the split file, validation and test metrics, curve
+plots, predictions; and the same for k-fold cross-validation (per-fold and mean ± std metrics, out-of-fold
+predictions). Validation selects; the test part is scored once, after training, and feeds nothing back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data.split import write_split_file
+from .pipeline import Prepared, evaluate_prepared, fit, write_predictions
+from .tasks import get_task
+from .training import TrainConfig, predict_logits
+
+#: the headline numbers averaged over CV folds, by task
+CV_KEYS = {
+    "classification": ("accuracy", "f1_macro", "f1_weighted", "roc_auc_macro", "pr_auc_macro", "ece"),
+    "regression": ("mae", "corr", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"),
+}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return float(value)
+
+
+@dataclass
+class TrainRun:
+    """The outcome of one ``fusent train``: metrics by part and the files written."""
+
+    head: str
+    best_epoch: int
+    train_seconds: float
+    scores: dict[str, Any]
+    learned: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+def train_run(
+    prepared: Prepared,
+    head: str,
+    config: TrainConfig,
+    head_kwargs: dict[str, Any],
+    out: Path,
+    *,
+    calibrate: bool = True,
+    progress: bool = True,
+    plots: bool = True,
+) -> TrainRun:
+    """Train, score validation and test, and write the run folder."""
+    model, result = fit(prepared, head, config, head_kwargs, progress=progress)
+    scores = evaluate_prepared(model, prepared, calibrate)
+    test_outputs = scores.pop("test_outputs", None)
+    model.save_pretrained(out / "checkpoint")
+    files = [out / "checkpoint"]
+    if prepared.parts is not None:  # beside the weights too, so `fusent evaluate CHECKPOINT` finds the same parts
+        files.append(write_split_file(out / "split.csv", prepared.parts))
+        write_split_file(out / "checkpoint" / "split.csv", prepared.parts)
+    report, task = prepared.bundle.report, get_task(prepared.bundle.task)
+    write_json(
+        out / "metrics.json",
+        {
+            "head": head,
+            "task": task.name,
+            "split": prepared.split,
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.seconds,
+            "encode_seconds": prepared.encode_seconds,
+            **scores,
+            "history": result.history,
+            "head_report": model.head.report(),
+            "data_problems": dict(report.counts),
+            "data_notes": dict(report.notes),
+        },
+    )
+    files.append(out / "metrics.json")
+    (out / "problems.txt").write_text("\n".join(report.messages) + ("\n" if report.messages else ""))
+    if plots and task.name == "classification":
+        part, y, outputs = ("test", prepared.y_test, test_outputs)
+        if test_outputs is None:
+            part, y, outputs = "validation", prepared.y_val, predict_logits(model, prepared.val)
+        from .plots import curve_plots
+
+        probs = task.probabilities(outputs, model.config.temperature).numpy()
+        files += curve_plots(y.tolist(), probs, prepared.bundle.labels, out, f"{head}, {part}")
+    if len(prepared.unlabelled):
+        labels = task.decode(predict_logits(model, prepared.unlabelled), prepared.bundle.labels)
+        write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
+        files.append(out / "predictions.txt")
+    return TrainRun(head, result.best_epoch, result.seconds, scores, model.head.report(), files)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std over the defined values; one value has no spread (NaN, not 0)."""
+    values = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
+
+
+@dataclass
+class CVRun:
+    head: str
+    folds: list[dict[str, Any]]
+    summary: dict[str, tuple[float, float]]
+    files: list[Path] = field(default_factory=list)
+
+
+def cv_run(
+    folds: list[Prepared],
+    head: str,
+    config: TrainConfig,
+    head_kwargs: dict[str, Any],
+    out: Path,
+    *,
+    calibrate: bool = True,
+    progress: bool = True,
+) -> CVRun:
+    """Train one model per fold (its validation part selects the epoch), score its test fold once, and write
+    ``cv_metrics.json`` (per fold, mean ± std), ``oof_predictions.csv`` (every labelled sample predicted by the
+    model that never saw it) and ``split.csv`` (``id,fold,part``). No checkpoint is kept: CV estimates how well the
+    recipe does; ``fusent train`` without ``--cv`` makes the model to use."""
+    bundle = folds[0].bundle
+    task, labels = get_task(bundle.task), bundle.labels
+    per_fold, oof_rows = [], []
+    for k, prepared in enumerate(folds):
+        if progress:
+            print(
+                f"fold {k + 1}/{len(folds)}: {len(prepared.train)} train / {len(prepared.val)} validation / "
+                f"{len(prepared.test or [])} test",
+                flush=True,
+            )
+        model, result = fit(prepared, head, config, head_kwargs, progress=progress)
+        scores = evaluate_prepared(model, prepared, calibrate)
+        outputs = scores.pop("test_outputs")
+        per_fold.append({"fold": k, "best_epoch": result.best_epoch, "train_seconds": result.seconds, **scores})
+        assert prepared.test is not None and prepared.y_test is not None
+        decoded = task.decode(outputs, labels)
+        if task.name == "classification":
+            probs = task.probabilities(outputs, model.config.temperature)
+            for sid, y, pred, p in zip(prepared.test.ids, prepared.y_test.tolist(), decoded, probs, strict=True):
+                oof_rows.append([sid, k, labels[y], pred, *(f"{v:.6f}" for v in p.tolist())])
+        else:
+            for sid, y, pred in zip(prepared.test.ids, prepared.y_test.tolist(), decoded, strict=True):
+                oof_rows.append([sid, k, f"{y:.4f}", f"{pred:.4f}"])
+    summary = {key: mean_std([f["test"][key] for f in per_fold]) for key in CV_KEYS[task.name]}
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_split_file(out / "split.csv", [p.parts for p in folds if p.parts is not None])]
+    header = ["id", "fold", "true", "predicted"] + ([f"p_{label}" for label in labels] if labels else [])
+    with open(out / "oof_predictions.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([header, *oof_rows])
+    files.append(out / "oof_predictions.csv")
+    write_json(
+        out / "cv_metrics.json",
+        {
+            "head": head,
+            "task": task.name,
+            "folds": len(folds),
+            "split": {k: v for k, v in folds[0].split.items() if k not in ("fold", "n_train", "n_val", "n_test")},
+            "mean_std": {k: {"mean": m, "std": s} for k, (m, s) in summary.items()},
+            "per_fold": per_fold,
+            "data_problems": dict(bundle.report.counts),
+        },
+    )
+    files.append(out / "cv_metrics.json")
+    return CVRun(head, per_fold, summary, files)
+
+
+def format_cv(run: CVRun, task_name: str) -> str:
+    """Per-fold test lines and the mean ± std line."""
+    keys = CV_KEYS[task_name]
+    lines = [
+        f"{run.head}: {len(run.folds)}-fold cross-validation, test fold of each (selection on its validation part)"
+    ]
+    lines.append("fold  " + "  ".join(f"{k:>13}" for k in keys))
+    for f in run.folds:
+        lines.append(f"{f['fold']:>4}  " + "  ".join(f"{f['test'][k]:>13.4f}" for k in keys))
+    cells = []
+    for k in keys:
+        m, s = run.summary[k]
+        cells.append(f"{m:.4f}" if math.isnan(s) else f"{m:.4f}±{s:.4f}")
+    lines.append("mean  " + "  ".join(f"{c:>13}" for c in cells))
+    return "\n".join(lines)
