@@ -75,8 +75,9 @@ def main() -> int:
         print(f"2. TEST over seeds 0-{args.seeds - 1}, same split: " + "  ".join(cells))
 
     if args.cv:
-        folds = prepare_folds(args.data, args.cv, EncoderSettings(), cache_dir=args.cache_dir, progress=False,
-                              keep_states=states)
+        folds = prepare_folds(
+            args.data, args.cv, EncoderSettings(), cache_dir=args.cache_dir, progress=False, keep_states=states
+        )
         tests = []
         for k, fold in enumerate(folds):
             model, _ = fit(fold, args.head, TrainConfig(), progress=False)

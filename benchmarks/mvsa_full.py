@@ -1,4 +1,7 @@
-"""Full MVSA run with the offline default encoders (MiniLM + EfficientNet-Lite2, frozen).
+"""Full MVSA run with the offline default encoders (MiniLM + EfficientNet-Lite2, frozen): VALIDATION figures.
+
+A diagnostic of heads on the validation part (the part that selects epochs); held-out figures come from
+``benchmarks/heldout.py`` (test part and k-fold CV).
 
 Prints encode time, then per head: validation accuracy / macro-F1 / weighted-F1 / per-class F1 and train time,
 a logistic-regression reference on the same pooled features, and peak RSS. Run twice: the second run reads

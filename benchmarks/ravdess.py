@@ -3,7 +3,7 @@
 1. Feature extraction for every clip (all 1,200, the emotion label set): the cached waveform input of the networks
    trained here and the frozen MFCC / log-mel / STFT features, each twice; the second run reads the cache.
 2. 3-class sentiment from voice alone (``audio_only`` head on the network trained here, default ``lstm-cnn``):
-   train on actors 01-16, validate on 17-20 (the adapter's split). Target: macro-F1 >= 0.55.
+   train on actors 01-16, validate (early stopping) on 17-18, test on 19-20 (the adapter's speaker-disjoint split).
 3. Text (the fixed neutral sentence, frozen MiniLM) + audio with learned weighted fusion: the weight on audio.
    Target: >= 0.8.
 
@@ -56,17 +56,18 @@ def extraction(data: Path, cache_dir: Path, models: list[str]) -> None:
 
 
 def train(data: Path, cache_dir: Path, audio_model: str, text_model: str, head: str, config) -> tuple:
-    from fusent.pipeline import EncoderSettings, fit, prepare
+    from fusent.pipeline import EncoderSettings, evaluate_prepared, fit, prepare
 
     settings = EncoderSettings(text_model=text_model, image_model="none", audio_model=audio_model, device="cpu")
     prepared = prepare(data, settings, cache_dir=cache_dir, progress=False)
     model, result = fit(prepared, head, config, progress=False)
-    m = result.val_metrics
-    per_class = " ".join(f"{k}={v['f1']:.3f}" for k, v in m["per_class"].items())
+    scores = evaluate_prepared(model, prepared)
+    m, v = scores["test"], scores["validation"]
+    per_class = " ".join(f"{k}={c['f1']:.3f}" for k, c in m["per_class"].items())
     print(
-        f"  {head} on {'+'.join(prepared.dims)} ({len(prepared.train)} train / {len(prepared.val)} val): "
-        f"macro-F1 {m['f1_macro']:.4f}  acc {m['accuracy']:.4f}  [{per_class}]  best epoch {result.best_epoch}  "
-        f"train {result.seconds:.0f}s",
+        f"  {head} on {'+'.join(prepared.dims)} ({len(prepared.train)} train / {len(prepared.val)} val / "
+        f"{len(prepared.test)} test): TEST macro-F1 {m['f1_macro']:.4f}  acc {m['accuracy']:.4f}  [{per_class}]  "
+        f"(validation macro-F1 {v['f1_macro']:.4f})  best epoch {result.best_epoch}  train {result.seconds:.0f}s",
         flush=True,
     )
     return model, result
