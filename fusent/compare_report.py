@@ -309,7 +309,9 @@ def write_report(
     images = _plots(summary, runs, out)
     md = out / "compare.md"
     md.write_text(markdown(summary, provenance))
-    per_head = [{k: v for k, v in r.items() if k != "learned"} for r in summary["rows"]]
+    # the metric columns are of the part named in "part" (test, or validation where there is none)
+    per_head = [{"head": r["head"], "part": summary["part"], **{k: v for k, v in r.items() if k != "learned"}}
+                for r in summary["rows"]]  # fmt: skip
     files = [
         md,
         _write_csv(out / "compare.csv", per_head),

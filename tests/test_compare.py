@@ -72,7 +72,7 @@ def test_compare_end_to_end_on_tiny_features(prepared_tiny, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
     with (tmp_path / "report" / "compare.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["head"] for r in rows} == set(heads)
+    assert {r["head"] for r in rows} == set(heads) and {r["part"] for r in rows} == {"test"}
     with (tmp_path / "report" / "compare_runs.csv").open() as fh:
         per_run = list(csv.DictReader(fh))
     assert len(per_run) == 8 and {"val_f1_macro", "test_f1_macro", "test_roc_auc_macro"} <= set(per_run[0])
