@@ -198,9 +198,7 @@ def test_cli_train_evaluate_predict_regression(tiny_mosi: MosiSpec, tiny_models:
     assert read_rows(out) == rows  # the same checkpoint and features: the same scores as train wrote
 
 
-def test_cli_refuses_task_mismatch(
-    tiny_mosi: MosiSpec, tiny_mvsa: MvsaSpec, tiny_models: TinyModels, tmp_path: Path
-):
+def test_cli_refuses_task_mismatch(tiny_mosi: MosiSpec, tiny_mvsa: MvsaSpec, tiny_models: TinyModels, tmp_path: Path):
     model_args = ["--text-model", tiny_models.bert, "--max-length", "32", "--device", "cpu"]
     run = tmp_path / "run"
     train = invoke("train", "--data", tiny_mosi.root, "--out", run, "--head", "text_only", "--epochs", "1",
