@@ -8,7 +8,8 @@ import inspect
 import json
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,16 +62,49 @@ def _setup() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _parse_head_args(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _parse_head_args(items: list[str], heads: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--head-arg`` values by head: ``HEAD.key=value`` for that head only; a plain ``key=value`` for every selected
+    head that takes ``key`` (a ``HEAD.key`` of the same key wins). A key no selected head takes, or ``HEAD.key`` for
+    a head not selected or not taking it, is an error, never dropped silently. Values are JSON where they parse
+    (``2``, ``0.5``, ``true``, ``["text"]``), else strings. What a head takes is read from its signature."""
+    from .fusion import head_accepts
+
+    accepts = {h: head_accepts(h) for h in heads}
+    plain: dict[str, Any] = {}
+    scoped: dict[tuple[str, str], Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--head-arg expects key=value, got {item!r}")
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise typer.BadParameter(f"expects key=value or HEAD.key=value, got {item!r}", param_hint="--head-arg")
         try:
-            out[key] = json.loads(value)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            out[key] = value
+            value = raw
+        head, dot, name = key.rpartition(".")
+        if dot:
+            if head not in accepts:
+                raise typer.BadParameter(
+                    f"{item!r}: {head!r} is not a selected head (selected: {', '.join(heads)})", param_hint="--head-arg"
+                )
+            if name not in accepts[head]:
+                raise typer.BadParameter(
+                    f"{item!r}: {head} takes no {name!r}; it takes {', '.join(sorted(accepts[head]))}",
+                    param_hint="--head-arg",
+                )
+            scoped[(head, name)] = value
+        elif not any(key in taken for taken in accepts.values()):
+            if len(heads) == 1:
+                message = f"{item!r}: {heads[0]} takes no {key!r}; it takes {', '.join(sorted(accepts[heads[0]]))}"
+            else:
+                taken = ", ".join(sorted(set().union(*accepts.values())))
+                message = f"{item!r}: no selected head takes {key!r}; they take {taken}"
+            raise typer.BadParameter(message, param_hint="--head-arg")
+        else:
+            plain[key] = value
+    out = {h: {k: v for k, v in plain.items() if k in accepts[h]} for h in heads}
+    for (head, name), value in scoped.items():
+        out[head][name] = value
     return out
 
 
@@ -186,7 +220,13 @@ _SHARED_OPTIONS = [
         "Weight of paper 001's InfoNCE term between two augmented views per modality (0 = off).",
     ),
     _opt("temperature", float, _TC.temperature, "InfoNCE temperature tau."),
-    _opt("head_arg", list[str] | None, None, "Extra head argument key=value, e.g. d_model=128 (repeatable)."),
+    _opt(
+        "head_arg",
+        list[str] | None,
+        None,
+        "Extra head argument key=value (every selected head that takes it) or HEAD.key=value (that head only), e.g. "
+        "d_model=128 or cmac.patch_grid=2 (repeatable).",
+    ),
     _opt("limit", int | None, None, "Use only the first N labelled and N unlabelled samples."),
     _opt("cache_dir", Path | None, None, "Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent)."),
     _opt("device", str | None, None, "cpu / cuda (default: cuda if available)."),
@@ -212,8 +252,10 @@ def with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, TrainConfig, dict[str, Any]]:
-    """Encoder settings, training config and head kwargs from the shared options (plus e.g. ``seed``)."""
+def _configs(
+    options: dict[str, Any], heads: Sequence[str], **extra: Any
+) -> tuple[EncoderSettings, TrainConfig, dict[str, dict[str, Any]]]:
+    """Encoder settings, training config and each head's kwargs from the shared options (plus e.g. ``seed``)."""
     o = {**options, **extra}
     settings = EncoderSettings(
         o["text_model"],
@@ -227,8 +269,8 @@ def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, Tr
     )
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields and v is not None})
-    head_kwargs = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}
-    head_kwargs.update(_parse_head_args(o["head_arg"] or []))
+    shared = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}  # every head takes these
+    head_kwargs = {h: {**shared, **kw} for h, kw in _parse_head_args(o["head_arg"] or [], heads).items()}
     return settings, config, head_kwargs
 
 
@@ -299,7 +341,8 @@ def train(
     from .tasks import get_task
 
     _check_heads([head])
-    settings, config, head_kwargs = _configs(options, seed=seed)
+    settings, config, per_head = _configs(options, [head], seed=seed)
+    head_kwargs = per_head[head]
     out = out or Path("runs") / f"{data.stem}-{head}"
     keep_states = head_uses_states(head)
     if options["cv"]:
@@ -356,7 +399,12 @@ def compare(
     heads: Annotated[
         str, typer.Option(help="Comma-separated heads, or 'all' (every registered head, aliases left out).")
     ] = "all",
-    seeds: Annotated[int, typer.Option(help="Seeds per head (initialisation and batch order; one split).")] = 5,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Seeds per head (initialisation and batch order; one split). Default 5; with --cv, 1 per fold."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -365,46 +413,87 @@ def compare(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every head (or --heads) with several seeds on the same split and cached features; write a Markdown and
-    CSV table (mean ± std, per-class F1, train time, paired t-test and McNemar against the best head, one-way
-    ANOVA) and plots (bars with error bars, confusion matrix and per-class F1 per epoch of the best head)."""
+    """Run every head (or --heads) with several seeds (or on --cv K folds) on the same split and cached features.
+    Validation alone selects each run's epoch and the best head; each run is then scored once on the held-out test
+    part. Writes compare.md (printed), compare.csv (per head), compare_runs.csv (per seed / fold), compare.tex,
+    compare.html (one self-contained file with plots and provenance), compare.json and split.csv: test metrics as mean
+    ± std, and for every pair of heads a paired t-test (t, df, p), McNemar (Wilcoxon on absolute error for
+    regression data: MAE, Corr, Acc-2, Acc-7), Holm's correction, and a one-way ANOVA (F, df, p)."""
+    started = time.perf_counter()
     _setup()
-    from .compare import default_workers, pool_image_patches, run_compare, summarise, write_report
+    from .compare import default_workers, run_compare, run_compare_cv, states_by_grid, summarise
+    from .compare_report import write_report
     from .fusion import available_heads, head_fits, head_uses_states
-    from .fusion.tokens import DEFAULT_PATCH_GRID
+    from .provenance import provenance
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     _check_heads(names)
-    patience = COMPARE_PATIENCE if options["patience"] is None else options["patience"]
-    settings, config, head_kwargs = _configs(options, patience=patience)
-    out = out or Path("runs") / f"{data.stem}-compare"
-    pooled = _prepare(data, options, settings, quiet, keep_states=False, unlabelled=False)
-    if pooled.bundle.task != "classification":
+    cv = options["cv"]
+    if cv is not None and seeds is not None:
         raise typer.BadParameter(
-            f"{data} is a {pooled.bundle.task} dataset; compare's table and significance tests are for "
-            "classification (run `fusent train --head ...` per head for MAE / Corr / Acc-2)",
-            param_hint="--data",
+            "--cv K trains each head once per fold (the folds are the replicates); leave out --seeds",
+            param_hint="--seeds",
         )
+    if cv is not None and cv < 2:
+        raise typer.BadParameter(f"cross-validation needs at least 2 folds, got {cv}", param_hint="--cv")
+    seeds = 5 if seeds is None else seeds
+    patience = COMPARE_PATIENCE if options["patience"] is None else options["patience"]
+    settings, config, head_kwargs = _configs(options, names, patience=patience)  # head args checked before encoding
+    out = out or Path("runs") / f"{data.stem}-compare"
+    if cv:
+        folds = _prepare_folds(data, options, settings, quiet, keep_states=False)
+        first = folds[0]
+    else:
+        first = _prepare(data, options, settings, quiet, keep_states=False, unlabelled=False)
     if heads == "all":  # e.g. audio_only on text+image data: every head that can read these modalities
-        names = [h for h in names if head_fits(h, pooled.dims)]
+        names = [h for h in names if head_fits(h, first.dims)]
+        head_kwargs = {h: head_kwargs[h] for h in names}
     needs_states = any(head_uses_states(h) for h in names)
-    with_states = _prepare(data, options, settings, quiet, True, unlabelled=False) if needs_states else None
-    if with_states is not None:  # pooled here, so the full patch maps are freed before training starts
-        with_states = pool_image_patches(with_states, head_kwargs.get("patch_grid", DEFAULT_PATCH_GRID))
     workers = workers or default_workers(settings.device)
+    what = f"{cv} folds" if cv else f"{seeds} seeds"
     typer.echo(
-        f"comparing {len(names)} heads x {seeds} seeds on {len(pooled.train)} train / {len(pooled.val)} "
-        f"validation samples, {workers} runs at a time",
+        f"comparing {len(names)} heads x {what} on {len(first.train)} train / {len(first.val)} validation / "
+        f"{len(first.test or [])} test samples{' per fold' if cv else ''}, {workers} runs at a time",
         err=True,
     )
-    runs = run_compare(
-        pooled, with_states, names, list(range(seeds)), config, head_kwargs, progress=not quiet, workers=workers
+    if cv:
+        states = _prepare_folds(data, options, settings, quiet, keep_states=True) if needs_states else None
+        # pooled per patch grid here, so the full patch maps are freed before training starts
+        by_grid = None if states is None else [states_by_grid(f, names, head_kwargs) for f in states]
+        del states
+        runs = run_compare_cv(
+            folds, by_grid, names, config, head_kwargs, not quiet, workers, calibrate=options["calibrate"]
+        )
+        split = [f.parts for f in folds if f.parts is not None]
+    else:
+        states = _prepare(data, options, settings, quiet, True, unlabelled=False) if needs_states else None
+        by_grid = None if states is None else states_by_grid(states, names, head_kwargs)
+        del states
+        runs = run_compare(
+            first, by_grid, names, list(range(seeds)), config, head_kwargs, not quiet, workers, options["calibrate"]
+        )
+        split = first.parts
+    bundle = first.bundle
+    summary = summarise(runs, bundle.labels, bundle.task, first.split)
+    for warning in summary["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    labelled = [(s.id, s.label if bundle.task == "classification" else s.score) for s in bundle.labelled]
+    split_info = {k: v for k, v in first.split.items() if k not in ("fold", "n_train", "n_val", "n_test")}
+    record = provenance(
+        data=data,
+        labelled=labelled,
+        encoders={m: c for m, c in first.encoder_configs.items() if m in first.dims},
+        split_file=options["split_file"],
+        split_info=split_info,
+        seeds=[config.seed] if cv else list(range(seeds)),
+        folds=cv,
+        wall_seconds=time.perf_counter() - started,
+        workers=workers,
     )
-    summary = summarise(runs, pooled.bundle.labels, pooled.y_val.tolist())
-    paths = write_report(summary, runs, out)
+    paths = write_report(summary, runs, out, record, split)
     typer.echo(paths[0].read_text())
-    typer.echo(pooled.bundle.report.summary())
-    typer.echo("wrote: " + ", ".join(str(p) for p in paths))
+    typer.echo(bundle.report.summary())
+    typer.echo(f"wall time {record['wall_seconds']:.0f}s; wrote: " + ", ".join(str(p) for p in paths))
 
 
 def _load_for(data: Path, model_config: Any) -> Any:

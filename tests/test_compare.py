@@ -10,7 +10,8 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from fusent.cli import app
-from fusent.compare import run_compare, summarise, write_report
+from fusent.compare import run_compare, summarise
+from fusent.compare_report import write_report
 from fusent.stats import mcnemar_exact, one_way_anova, paired_t_test
 from fusent.training import TrainConfig
 
@@ -56,20 +57,25 @@ def test_compare_end_to_end_on_tiny_features(prepared_tiny, tmp_path):
     heads = ["native_cat", "weighted", "late", "ote"]
     runs = run_compare(prepared_tiny, prepared_tiny, heads, [0, 1], config, progress=False)
     assert len(runs) == 8 and {r.head for r in runs} == set(heads)
-    summary = summarise(runs, prepared_tiny.bundle.labels, prepared_tiny.y_val.tolist())
-    assert summary["best"] in heads
+    assert all(r.test is not None and r.ids == prepared_tiny.test.ids for r in runs)  # scored once on test
+    summary = summarise(runs, prepared_tiny.bundle.labels, "classification")
+    assert summary["best"] in heads and summary["part"] == "test"
     best_row = next(r for r in summary["rows"] if r["head"] == summary["best"])
-    assert best_row["f1_macro"] == max(r["f1_macro"] for r in summary["rows"])
-    assert math.isnan(best_row["p_t_vs_best"])
+    assert best_row["val_f1_macro"] == max(r["val_f1_macro"] for r in summary["rows"])  # chosen on validation
+    assert len(summary["pairs"]) == 6 and all(p["df"] == 1 for p in summary["pairs"])
     weighted = next(r for r in summary["rows"] if r["head"] == "weighted")
     assert sum(weighted["learned"]["modality_weights"].values()) == pytest.approx(1.0)
     paths = write_report(summary, runs, tmp_path / "report")
     names = {p.name for p in paths}
-    assert {"compare.md", "compare.csv", "compare.json", "bars.png", "confusion_best.png"} <= names
+    assert {"compare.md", "compare.csv", "compare_runs.csv", "compare.tex", "compare.html", "compare.json"} <= names
+    assert {"bars.png", "confusion_best.png"} <= names
     assert all(p.stat().st_size > 0 for p in paths)
     with (tmp_path / "report" / "compare.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["head"] for r in rows} == set(heads)
+    assert {r["head"] for r in rows} == set(heads) and {r["part"] for r in rows} == {"test"}
+    with (tmp_path / "report" / "compare_runs.csv").open() as fh:
+        per_run = list(csv.DictReader(fh))
+    assert len(per_run) == 8 and {"val_f1_macro", "test_f1_macro", "test_roc_auc_macro"} <= set(per_run[0])
     assert "ANOVA" in (tmp_path / "report" / "compare.md").read_text()
 
 
@@ -95,7 +101,7 @@ def test_compare_cli_patience_and_workers(tiny_mvsa, tiny_models, tmp_path, monk
 
     seen = []
 
-    def fake_run_compare(pooled, with_states, heads, seeds, config, head_kwargs, progress, workers):
+    def fake_run_compare(pooled, with_states, heads, seeds, config, head_kwargs, progress, workers, *rest):
         seen.append((config.patience, workers))
         raise SystemExit(0)
 
@@ -118,19 +124,21 @@ def test_compare_in_two_worker_processes_gives_the_same_runs(prepared_tiny):
     two = run_compare(prepared_tiny, prepared_tiny, heads, [0, 1], config, progress=False, workers=2)
     assert [(r.head, r.seed) for r in two] == [(r.head, r.seed) for r in one]  # in job order, not finishing order
     for a, b in zip(one, two, strict=True):
-        assert b.val_pred == a.val_pred
-        assert b.metrics["f1_macro"] == pytest.approx(a.metrics["f1_macro"])
+        assert b.pred == a.pred
+        assert b.val["f1_macro"] == pytest.approx(a.val["f1_macro"])
+        assert b.test["f1_macro"] == pytest.approx(a.test["f1_macro"])
         assert len(b.history) == len(a.history)
 
 
 def test_one_seed_reports_no_spread(prepared_tiny, tmp_path):
     config = TrainConfig(epochs=1, batch_size=8)
     runs = run_compare(prepared_tiny, prepared_tiny, ["native_cat"], [0], config, progress=False)
-    summary = summarise(runs, prepared_tiny.bundle.labels, prepared_tiny.y_val.tolist())
+    summary = summarise(runs, prepared_tiny.bundle.labels, "classification")
     assert math.isnan(summary["rows"][0]["f1_macro_std"])  # one seed has no std, not a std of 0
     write_report(summary, runs, tmp_path)
     row = next(line for line in (tmp_path / "compare.md").read_text().splitlines() if line.startswith("| native_cat"))
     assert "±" not in row and f"{summary['rows'][0]['f1_macro']:.4f}" in row
+    assert not summary["warnings"]  # one head: no pair to test, nothing to warn about
 
 
 def test_image_patches_pooled_once_match_the_heads_own_pooling(prepared_tiny):
@@ -152,9 +160,10 @@ def test_image_patches_pooled_once_match_the_heads_own_pooling(prepared_tiny):
     assert bool(text.present[:n].all())
     text = ModalityFeatures(text.states[:n], list(text.pooled[:n]), text.dim)
     table = replace(table, modalities={"text": text, "image": image})
-    prepared = replace(prepared_tiny, train=table, val=table)
+    prepared = replace(prepared_tiny, train=table, val=table, test=table)
     once = pool_image_patches(prepared, 3)
     assert once.val.modalities["image"].lengths.tolist() == [10, 10, 10, 10, 0]  # CLS kept + 3x3
+    assert once.test.modalities["image"].lengths.tolist() == [10, 10, 10, 10, 0]  # the test part too
     assert prepared.val.modalities["image"].lengths.tolist() == [37] * 4 + [0]  # the original is untouched
     head = create_head("ote", table.dims(), 3, patch_grid=3).eval()
     index = torch.arange(n)

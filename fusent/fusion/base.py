@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +46,33 @@ def head_uses_states(name: str) -> bool:
     return _REGISTRY[name][0].uses_states
 
 
+def head_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments head ``name`` takes (``--head-arg``), with their defaults, read from the ``__init__``
+    signatures along its class hierarchy (a ``**kwargs`` passes on to the parent) without building the head. The
+    registry's preset arguments and the class's ``fixed_arguments`` are left out: the name already fixes them."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown fusion head {name!r}; available: {', '.join(available_heads())}")
+    cls, preset = _REGISTRY[name]
+    arguments: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if not (isinstance(klass, type) and issubclass(klass, FusionHead)) or "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]  # without self
+        for p in params:
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                arguments.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    for key in ("dims", "num_classes", *preset, *cls.fixed_arguments):
+        arguments.pop(key, None)
+    return arguments
+
+
+def head_accepts(name: str) -> set[str]:
+    """The names ``--head-arg`` may set for head ``name``."""
+    return set(head_arguments(name))
+
+
 def head_fits(name: str, dims: dict[str, int]) -> bool:
     """Whether head ``name`` can be built on features with these modalities (``audio_only`` needs audio...)."""
     try:
@@ -80,6 +108,8 @@ class FusionHead(nn.Module):
 
     registry_name = ""
     uses_states = False  # True for heads that attend over token/patch states
+    #: base-class arguments a subclass sets itself, so a user may not (``Unimodal`` fixes ``uses``)
+    fixed_arguments: tuple[str, ...] = ()
     #: parameter name -> learning-rate multiplier; such parameters also get no weight decay (e.g. mixing weights)
     lr_scale: dict[str, float] = {}
 

@@ -14,6 +14,8 @@ from .base import FusionHead, Inputs, classifier, register_head
 class Unimodal(FusionHead):
     """``p = Classifier(F_m)`` for one modality m; the others are never read and own no parameters."""
 
+    fixed_arguments = ("uses",)
+
     def __init__(self, dims: dict[str, int], num_classes: int, modality: str, **kwargs):
         super().__init__(dims, num_classes, uses=[modality], **kwargs)
         self.modality = modality
