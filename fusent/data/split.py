@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from sklearn.model_selection import train_test_split
 
 from .records import DatasetBundle, Sample
@@ -34,6 +36,8 @@ def split_labelled(
             raise ValueError(
                 f"{bundle.name}: only {len(samples)} labelled samples; need at least two (per class) to split"
             )
+        if bundle.task == "classification":
+            _check_class_sizes(samples)
         return stratified_split(samples, val_fraction, seed, stratify=bundle.task == "classification")
     parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for sample in bundle.labelled:
@@ -45,3 +49,14 @@ def split_labelled(
             "both must be non-empty"
         )
     return train, val
+
+
+def _check_class_sizes(samples: list[Sample]) -> None:
+    """A class needs a row on each side of the split; a one-row class is most often a mistyped label."""
+    counts = Counter(s.label for s in samples)
+    rare = [f"{label!r} has {n} labelled row" for label, n in sorted(counts.items()) if n < 2]
+    if rare:
+        raise ValueError(
+            f"{'; '.join(rare)}: a class needs at least 2 rows to be split into train and validation. Fix the label, "
+            "or pass --labels a,b,c to train on those classes only (rows with other labels are reported and left out)"
+        )
