@@ -50,6 +50,8 @@ QuantizeOpt = Annotated[
     bool, typer.Option(help="CPU speed option: int8 dynamic quantisation of the (frozen) text encoder.")
 ]
 OnnxOpt = Annotated[bool, typer.Option(help="CPU speed option: EfficientNet-Lite image encoder in ONNX Runtime.")]
+_ALLOW_OUTSIDE_HELP = "Let a manifest name image / audio files outside its own folder (refused and reported otherwise)."
+AllowOutsideOpt = Annotated[bool, typer.Option("--allow-outside", help=_ALLOW_OUTSIDE_HELP)]
 
 
 def _setup() -> None:
@@ -73,9 +75,19 @@ def _parse_head_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_labels(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [label.strip() for label in value.split(",") if label.strip()]
+    if len(labels) < 2:
+        raise typer.BadParameter(f"give at least two class names, comma-separated; got {value!r}", "--labels")
+    return labels
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2))
+    from .atomic import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 # Options shared by `train` and `compare`, declared once; defaults come from the dataclasses that own them.
@@ -115,6 +127,14 @@ _SHARED_OPTIONS = [
         None,
         "For datasets with several label sets: RAVDESS sentiment (3 classes, surprised left out; default) | emotion.",
     ),
+    _opt(
+        "labels",
+        str | None,
+        None,
+        "Comma-separated class names, e.g. negative,neutral,positive (case and spacing do not count): rows with "
+        "another label are reported and not trained on. Default: every label the data has.",
+    ),
+    _opt("allow_outside", bool, False, _ALLOW_OUTSIDE_HELP),
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
     _opt("val_fraction", float, 0.2, "Validation fraction (stratified); unused when the data gives its own split."),
@@ -217,6 +237,8 @@ def _prepare(
         keep_states=keep_states,
         label_set=o["label_set"],
         unlabelled=unlabelled,
+        labels=_parse_labels(o["labels"]),
+        allow_outside=o["allow_outside"],
     )
     if o["limit"]:
         prepared.split["limit"] = o["limit"]
@@ -237,6 +259,7 @@ def train(
     feature cache, train with early stopping on validation macro-F1 (MAE for regression data), print validation
     metrics, save the checkpoint and predictions (labels, or id,score rows for regression)."""
     _setup()
+    from .atomic import atomic_write
     from .fusion import head_uses_states
     from .pipeline import fit, write_predictions
     from .tasks import get_task
@@ -264,7 +287,8 @@ def train(
             "data_notes": dict(report.notes),
         },
     )
-    (out / "problems.txt").write_text("\n".join(report.messages) + ("\n" if report.messages else ""))
+    atomic_write(out / "problems.txt", "\n".join(report.messages) + ("\n" if report.messages else ""))
+    (out / "predictions.txt").unlink(missing_ok=True)  # a reused run folder must not keep another run's
     if len(prepared.unlabelled):
         labels = task.decode(predict_logits(model, prepared.unlabelled), prepared.bundle.labels)
         write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
@@ -354,12 +378,13 @@ def compare(
     typer.echo("wrote: " + ", ".join(str(p) for p in paths))
 
 
-def _load_for(data: Path, model_config: Any) -> Any:
+def _load_for(data: Path, model_config: Any, allow_outside: bool = False) -> Any:
     """The dataset at ``data``, checked to be of the checkpoint's task (a score model cannot label, nor vice versa)."""
     from .data import load_dataset
 
     label_set = model_config.training.get("split", {}).get("label_set")
-    bundle = load_dataset(data, labels=model_config.labels or None, label_set=label_set)
+    labels = model_config.labels or None  # the checkpoint's classes, in its order
+    bundle = load_dataset(data, labels=labels, label_set=label_set, allow_outside=allow_outside)
     if bundle.task != model_config.task:
         raise typer.BadParameter(
             f"{data} is a {bundle.task} dataset but the checkpoint is a {model_config.task} model", param_hint="--data"
@@ -367,10 +392,12 @@ def _load_for(data: Path, model_config: Any) -> Any:
     return bundle
 
 
-def _load_bundle_samples(data: Path, split: str, model_config: Any) -> tuple[list[Any], list[str], Any]:
+def _load_bundle_samples(
+    data: Path, split: str, model_config: Any, allow_outside: bool = False
+) -> tuple[list[Any], list[str], Any]:
     from .data import split_labelled
 
-    bundle = _load_for(data, model_config)
+    bundle = _load_for(data, model_config, allow_outside)
     if split == "all":
         return bundle.labelled, bundle.labels, bundle
     if split == "test" and bundle.given_split is not None:
@@ -400,6 +427,7 @@ def evaluate(
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
     quiet: QuietOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1, confusion; for a
     regression checkpoint MAE, Corr, Acc-7, Acc-2 and F1 (has-0 and non-0)."""
@@ -407,7 +435,7 @@ def evaluate(
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
-    samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config)
+    samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config, allow_outside)
     if not samples:
         raise typer.BadParameter(f"{data} has no labelled samples in split {split!r}", param_hint="--split")
     task = predictor.task
@@ -431,6 +459,7 @@ def predict(
     ] = False,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
     id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
@@ -440,7 +469,7 @@ def predict(
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir)
-    bundle = _load_for(data, predictor.model.config)
+    bundle = _load_for(data, predictor.model.config, allow_outside)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")

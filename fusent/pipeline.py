@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import logging
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
 from .encoders import (
     DEFAULT_AUDIO_SECONDS,
@@ -140,6 +142,8 @@ def prepare(
     keep_states: bool = True,
     label_set: str | None = None,
     unlabelled: bool = True,
+    labels: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> Prepared:
     """Load ``data``, split its labelled samples, encode every split through the cache.
 
@@ -149,8 +153,10 @@ def prepare(
     transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     ``unlabelled=False`` leaves the samples to predict out (an empty table), for work that never predicts them.
+    ``labels`` names the classes (other labels are reported, not trained on); ``allow_outside`` lets a manifest name
+    files outside its folder.
     """
-    bundle = load_dataset(data, label_set=label_set)
+    bundle = load_dataset(data, labels=labels, label_set=label_set, allow_outside=allow_outside)
     to_predict = bundle.unlabelled[:limit] if limit else bundle.unlabelled
     train, val = split_labelled(bundle, val_fraction, split_seed, limit)
     settings = (settings or EncoderSettings()).for_dataset([*train, *val, *to_predict], bundle.report)
@@ -228,6 +234,6 @@ def write_predictions(
     if path is None or str(path) == "-":
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows(rows)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    atomic_write(path, text.getvalue())
