@@ -494,6 +494,9 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 10_000,
     max_batch: Annotated[int, typer.Option(help="Most posts in one /predict/batch request.")] = 64,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait and run before a 503.")] = 30.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request body may stall before a 408 (slow or stuck clients).")
+    ] = 30.0,
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
@@ -518,6 +521,7 @@ def serve(
         max_text_chars=max_text_chars,
         max_batch=max_batch,
         timeout_s=timeout,
+        body_timeout_s=body_timeout,
         workers=workers,
         max_queue=max_queue,
     )
