@@ -56,6 +56,14 @@ def audio_predictor(root: Path, tiny: TinyModels) -> Predictor:
     return Predictor.from_pretrained(make_trainable_checkpoint(root, tiny, "weighted", audio=True), use_cache=False)
 
 
+def make_regression_checkpoint(root: Path, tiny: TinyModels) -> Path:
+    """A text-only regression model (one output, the score), randomly initialised."""
+    torch.manual_seed(0)
+    text = {"name": str(tiny.bert), "pooling": "mean", "max_length": 32, "finetune_layers": 0}
+    config = ModelConfig(labels=[], task="regression", head="native_cat", dims={"text": 32}, text_encoder=text)
+    return FusentModel(config).save_pretrained(root / "regression")
+
+
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("hostile_ckpts")

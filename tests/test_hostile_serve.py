@@ -4,7 +4,6 @@ clients, overload, and the OpenAPI document; every answer is a 2xx or a 4xx with
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 import time
@@ -12,47 +11,37 @@ from pathlib import Path
 
 import badinputs as bad
 import pytest
-import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 from conftest import TinyModels  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from test_hostile_model import make_trainable_checkpoint  # noqa: E402
+from test_hostile_model import make_regression_checkpoint, make_trainable_checkpoint  # noqa: E402
 from test_predict import make_checkpoint  # noqa: E402
-from test_serve import error  # noqa: E402
+from test_serve import b64, error  # noqa: E402
 
-from fusent.model import FusentModel, ModelConfig  # noqa: E402
 from fusent.predict import Predictor  # noqa: E402
 from fusent.serve import ApiError, Runner, ServeSettings, create_app  # noqa: E402
 
 SETTINGS = ServeSettings(max_upload_bytes=2_000_000, max_text_chars=500, max_batch=4)
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+@pytest.fixture(scope="module")
+def text_image(tmp_path_factory, tiny_models: TinyModels) -> Predictor:
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("hostile_serve"), tiny_models)
+    return Predictor.from_pretrained(ckpt, use_cache=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hostile_serve_ckpts")
-
-
-@pytest.fixture(scope="module")
-def predictor(ckpts: Path, tiny_models: TinyModels) -> Predictor:
-    return Predictor.from_pretrained(make_checkpoint(ckpts, tiny_models), use_cache=False, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(predictor: Predictor):
-    with TestClient(create_app(predictor, SETTINGS)) as c:
+def client(text_image: Predictor):
+    with TestClient(create_app(text_image, SETTINGS)) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def audio_client(ckpts: Path, tiny_models: TinyModels):
+def audio_client(tmp_path_factory, tiny_models: TinyModels):
     """text + audio with lstm-cnn: warmed up as `fusent serve` does (which used to crash at start-up)."""
-    ckpt = make_trainable_checkpoint(ckpts, tiny_models, "weighted", audio=True)
+    ckpt = make_trainable_checkpoint(tmp_path_factory.mktemp("hostile_audio"), tiny_models, "weighted", audio=True)
     predictor = Predictor.from_pretrained(ckpt, use_cache=False, device="cpu")
     predictor.warm_up()
     with TestClient(create_app(predictor, SETTINGS)) as c:
@@ -72,8 +61,8 @@ def test_elongated_images_are_a_422(client: TestClient, make):
         assert body["field"] == "image" and "<bytes>" not in body["detail"]
 
 
-def test_text_only_request_to_an_inception_sa_model(ckpts: Path, tiny_models: TinyModels):
-    ckpt = make_trainable_checkpoint(ckpts, tiny_models, "self_attention", image=True)
+def test_text_only_request_to_an_inception_sa_model(tmp_path: Path, tiny_models: TinyModels):
+    ckpt = make_trainable_checkpoint(tmp_path, tiny_models, "self_attention", image=True)
     with TestClient(create_app(Predictor.from_pretrained(ckpt, use_cache=False, device="cpu"))) as c:
         assert c.post("/predict", json={"text": "good"}).status_code == 200
 
@@ -91,11 +80,8 @@ def test_silent_clipped_and_long_audio_are_answered(audio_client: TestClient, tm
     assert audio_client.post("/predict", json={"text": "good"}).status_code == 200
 
 
-def test_regression_checkpoint_answers_scores(ckpts: Path, tiny_models: TinyModels):
-    torch.manual_seed(0)
-    text = {"name": str(tiny_models.bert), "pooling": "mean", "max_length": 32, "finetune_layers": 0}
-    config = ModelConfig(labels=[], task="regression", head="native_cat", dims={"text": 32}, text_encoder=text)
-    ckpt = FusentModel(config).save_pretrained(ckpts / "regression")
+def test_regression_checkpoint_answers_scores(tmp_path: Path, tiny_models: TinyModels):
+    ckpt = make_regression_checkpoint(tmp_path, tiny_models)
     with TestClient(create_app(Predictor.from_pretrained(ckpt, use_cache=False, device="cpu"))) as c:
         answer = c.post("/predict", json={"text": "good"})
         assert answer.status_code == 200, answer.text
@@ -161,8 +147,8 @@ async def _call(app, receive) -> list[dict]:
     return sent
 
 
-def test_a_stalled_body_is_cut_off(predictor: Predictor):
-    app = create_app(predictor, ServeSettings(body_timeout_s=0.2))
+def test_a_stalled_body_is_cut_off(text_image: Predictor):
+    app = create_app(text_image, ServeSettings(body_timeout_s=0.2))
 
     async def stall() -> dict:
         await asyncio.sleep(3600)
@@ -174,8 +160,8 @@ def test_a_stalled_body_is_cut_off(predictor: Predictor):
     assert time.perf_counter() - start < 2
 
 
-def test_a_vanished_client_leaves_no_traceback(predictor: Predictor, caplog: pytest.LogCaptureFixture):
-    app = create_app(predictor, SETTINGS)
+def test_a_vanished_client_leaves_no_traceback(text_image: Predictor, caplog: pytest.LogCaptureFixture):
+    app = create_app(text_image, SETTINGS)
 
     async def gone() -> dict:
         return {"type": "http.disconnect"}

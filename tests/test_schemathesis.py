@@ -11,29 +11,19 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
-import torch  # noqa: E402
 from conftest import TinyModels  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from test_hostile_model import make_trainable_checkpoint  # noqa: E402
+from test_hostile_model import make_regression_checkpoint, make_trainable_checkpoint  # noqa: E402
 from test_predict import make_checkpoint  # noqa: E402
 
-from fusent.model import FusentModel, ModelConfig  # noqa: E402
 from fusent.predict import Predictor  # noqa: E402
 from fusent.serve import ServeSettings, create_app  # noqa: E402
-
-
-def _regression_checkpoint(root: Path, tiny: TinyModels) -> Path:
-    torch.manual_seed(0)
-    text = {"name": str(tiny.bert), "pooling": "mean", "max_length": 32, "finetune_layers": 0}
-    config = ModelConfig(labels=[], task="regression", head="native_cat", dims={"text": 32}, text_encoder=text)
-    return FusentModel(config).save_pretrained(root / "regression")
-
 
 KINDS = {
     "text_image": lambda root, tiny: make_checkpoint(root, tiny),
     "text_audio_lstm_cnn": lambda root, tiny: make_trainable_checkpoint(root, tiny, "weighted", audio=True),
     "text_image_inception_sa": lambda root, tiny: make_trainable_checkpoint(root, tiny, "self_attention", image=True),
-    "regression": _regression_checkpoint,
+    "regression": make_regression_checkpoint,
 }
 
 
