@@ -62,7 +62,8 @@ def _decode(source: Path | io.BytesIO, name: str, seconds: float | None) -> tupl
             rate = int(fh.samplerate)
             frames = -1 if seconds is None else math.ceil((seconds + RESAMPLE_MARGIN_S) * rate)
             return fh.read(frames, dtype="float32", always_2d=True), rate
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as first:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        first = getattr(error, "error_string", None) or error  # libsndfile's reason, without "Error opening <object>"
         if name == IN_MEMORY:  # audioread needs a file on disk; bytes soundfile cannot read are not audio we know
             raise AudioLoadError("corrupt_audio", f"not a readable audio file ({first})", name) from None
         try:
