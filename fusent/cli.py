@@ -80,7 +80,7 @@ def _parse_labels(value: str | None) -> list[str] | None:
         return None
     labels = [label.strip() for label in value.split(",") if label.strip()]
     if len(labels) < 2:
-        raise typer.BadParameter(f"give at least two class names, comma-separated; got {value!r}", "--labels")
+        raise typer.BadParameter(f"give two or more class names, comma-separated; got {value!r}", param_hint="--labels")
     return labels
 
 

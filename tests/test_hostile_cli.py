@@ -44,7 +44,7 @@ def test_labels_option_is_checked(tiny_models: TinyModels, tmp_path: Path):
 
     data = bad.cased_labels_csv(tmp_path)
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--labels", "positive", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "at least two class names" in result.output
+    assert result.exit_code == 2 and "two or more class names" in result.output
 
 
 def test_manifest_outside_paths_need_allow_outside(tiny_models: TinyModels, tmp_path: Path):
