@@ -52,6 +52,8 @@ QuantizeOpt = Annotated[
     bool, typer.Option(help="CPU speed option: int8 dynamic quantisation of the (frozen) text encoder.")
 ]
 OnnxOpt = Annotated[bool, typer.Option(help="CPU speed option: EfficientNet-Lite image encoder in ONNX Runtime.")]
+_ALLOW_OUTSIDE_HELP = "Let a manifest name image / audio files outside its own folder (refused and reported otherwise)."
+AllowOutsideOpt = Annotated[bool, typer.Option("--allow-outside", help=_ALLOW_OUTSIDE_HELP)]
 
 
 def _setup() -> None:
@@ -108,9 +110,19 @@ def _parse_head_args(items: list[str], heads: Sequence[str]) -> dict[str, dict[s
     return out
 
 
+def _parse_labels(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [label.strip() for label in value.split(",") if label.strip()]
+    if len(labels) < 2:
+        raise typer.BadParameter(f"give two or more class names, comma-separated; got {value!r}", param_hint="--labels")
+    return labels
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2))
+    from .atomic import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 # Options shared by `train` and `compare`, declared once; defaults come from the dataclasses that own them.
@@ -150,6 +162,14 @@ _SHARED_OPTIONS = [
         None,
         "For datasets with several label sets: RAVDESS sentiment (3 classes, surprised left out; default) | emotion.",
     ),
+    _opt(
+        "labels",
+        str | None,
+        None,
+        "Comma-separated class names, e.g. negative,neutral,positive (case and spacing do not count): rows with "
+        "another label are reported and not trained on. Default: every label the data has.",
+    ),
+    _opt("allow_outside", bool, False, _ALLOW_OUTSIDE_HELP),
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
     _opt(
@@ -298,6 +318,8 @@ def _prepare(
         unlabelled=unlabelled,
         test_fraction=o["test_fraction"],
         split_file=o["split_file"],
+        labels=_parse_labels(o["labels"]),
+        allow_outside=o["allow_outside"],
     )
 
 
@@ -317,6 +339,8 @@ def _prepare_folds(data: Path, options: dict[str, Any], settings: EncoderSetting
         keep_states=keep_states,
         label_set=o["label_set"],
         split_file=o["split_file"],
+        labels=_parse_labels(o["labels"]),
+        allow_outside=o["allow_outside"],
     )
 
 
@@ -496,12 +520,13 @@ def compare(
     typer.echo(f"wall time {record['wall_seconds']:.0f}s; wrote: " + ", ".join(str(p) for p in paths))
 
 
-def _load_for(data: Path, model_config: Any) -> Any:
+def _load_for(data: Path, model_config: Any, allow_outside: bool = False) -> Any:
     """The dataset at ``data``, checked to be of the checkpoint's task (a score model cannot label, nor vice versa)."""
     from .data import load_dataset
 
     label_set = model_config.training.get("split", {}).get("label_set")
-    bundle = load_dataset(data, labels=model_config.labels or None, label_set=label_set)
+    labels = model_config.labels or None  # the checkpoint's classes, in its order
+    bundle = load_dataset(data, labels=labels, label_set=label_set, allow_outside=allow_outside)
     if bundle.task != model_config.task:
         raise typer.BadParameter(
             f"{data} is a {bundle.task} dataset but the checkpoint is a {model_config.task} model", param_hint="--data"
@@ -510,13 +535,13 @@ def _load_for(data: Path, model_config: Any) -> Any:
 
 
 def _load_bundle_samples(
-    data: Path, split: str, model_config: Any, checkpoint: Path
+    data: Path, split: str, model_config: Any, checkpoint: Path, allow_outside: bool = False
 ) -> tuple[list[Any], list[str], Any]:
     """The labelled samples of ``split``: the parts the checkpoint was trained with (its split.csv, else the split
     recomputed from its recorded settings), or every labelled row."""
     from .data.split import split_labelled
 
-    bundle = _load_for(data, model_config)
+    bundle = _load_for(data, model_config, allow_outside)
     if split == "all":
         return bundle.labelled, bundle.labels, bundle
     if split not in ("val", "test"):
@@ -560,6 +585,7 @@ def evaluate(
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
     quiet: QuietOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1 and ROC-AUC,
     PR-AUC, ECE (with the checkpoint's calibration temperature), confusion; for a regression checkpoint MAE, Corr,
@@ -568,7 +594,7 @@ def evaluate(
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
-    samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config, checkpoint)
+    samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config, checkpoint, allow_outside)
     if not samples:
         raise typer.BadParameter(f"{data} has no labelled samples in split {split!r}", param_hint="--split")
     task, temperature = predictor.task, predictor.model.config.temperature
@@ -598,6 +624,7 @@ def predict(
     ] = False,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
     id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
@@ -607,7 +634,7 @@ def predict(
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir)
-    bundle = _load_for(data, predictor.model.config)
+    bundle = _load_for(data, predictor.model.config, allow_outside)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
@@ -632,6 +659,9 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 10_000,
     max_batch: Annotated[int, typer.Option(help="Most posts in one /predict/batch request.")] = 64,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait and run before a 503.")] = 30.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request body may stall before a 408 (slow or stuck clients).")
+    ] = 30.0,
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
@@ -656,6 +686,7 @@ def serve(
         max_text_chars=max_text_chars,
         max_batch=max_batch,
         timeout_s=timeout,
+        body_timeout_s=body_timeout,
         workers=workers,
         max_queue=max_queue,
     )

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
+from .atomic import atomic_target, atomic_write
 from .data.audio import load_audio
 from .data.images import load_image
 from .data.loading import Decoded, LoadError, decoded
@@ -67,8 +68,11 @@ class FeatureCache:
                 return None
         err = self._path(key, digest, ".err")
         if err.exists():
-            info = json.loads(err.read_text())
-            return LoadError(info["kind"], info.get("reason", "unreadable input"))
+            try:
+                info = json.loads(err.read_text())
+                return LoadError(info["kind"], info.get("reason", "unreadable input"))
+            except (ValueError, KeyError, TypeError, OSError):  # written by a version that could leave half a file
+                return None
         return None
 
     def put(
@@ -80,24 +84,22 @@ class FeatureCache:
         problems: Sequence[tuple[str, str]] = (),
         notes: Sequence[str] = (),
     ) -> None:
-        path = self._path(key, digest, ".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
         tensors = {"states": states.to(torch.float16).contiguous(), "pooled": pooled.float().contiguous()}
-        save_file(tensors, tmp, metadata={"problems": json.dumps(list(problems)), "notes": json.dumps(list(notes))})
-        tmp.replace(path)
+        metadata = {"problems": json.dumps(list(problems)), "notes": json.dumps(list(notes))}
+        with atomic_target(self._path(key, digest, ".safetensors")) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
 
     def put_error(self, key: str, digest: str, error: LoadError) -> None:
-        path = self._path(key, digest, ".err")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"kind": error.kind, "reason": error.reason}))  # no file name: content-keyed
+        info = {"kind": error.kind, "reason": error.reason}  # no file name: content-keyed
+        atomic_write(self._path(key, digest, ".err"), json.dumps(info))
 
 
-#: Decoder of each modality's raw item; every one returns ``Decoded`` or raises ``LoadError``.
-_LOADERS: dict[str, Callable[[Any], Decoded[Any]]] = {
-    "text": decoded,
-    "image": lambda item: decoded(load_image(item)),
-    "audio": load_audio,
+#: Decoder of each modality's raw item, given the encoder it is for; every one returns ``Decoded`` or raises
+#: ``LoadError``. Audio is decoded only as far as the encoder reads (its ``max_seconds``).
+_LOADERS: dict[str, Callable[[Any, Encoder], Decoded[Any]]] = {
+    "text": lambda item, encoder: decoded(item),
+    "image": lambda item, encoder: decoded(load_image(item)),
+    "audio": lambda item, encoder: load_audio(item, max_seconds=getattr(encoder, "max_seconds", None)),
 }
 
 
@@ -129,13 +131,19 @@ def _describe(item: Any) -> str:
     return str(item) if isinstance(item, str | Path) else f"<in-memory {type(item).__name__}>"
 
 
+def content_digest(modality: str, item: Any) -> str:
+    """The cache's key for an input's content; a file is hashed as it streams in, never read whole into memory."""
+    if isinstance(item, str | Path) and not (modality == "text" and isinstance(item, str)):
+        with open(item, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    return hashlib.sha256(_content_bytes(modality, item)).hexdigest()
+
+
 def _content_bytes(modality: str, item: Any) -> bytes:
     if isinstance(item, str) and modality == "text":
         return item.encode("utf-8")
     if isinstance(item, bytes):
         return item
-    if isinstance(item, str | Path):
-        return Path(item).read_bytes()
     if isinstance(item, np.ndarray):  # an in-memory waveform; shape and dtype are part of its content
         return item.tobytes() + repr((item.shape, str(item.dtype))).encode()
     if isinstance(item, tuple):  # (waveform, sample rate)
@@ -267,7 +275,7 @@ def encode_modality(
         digest = ""
         if cache is not None:
             try:
-                digest = hashlib.sha256(_content_bytes(modality, item)).hexdigest()
+                digest = content_digest(modality, item)
             except OSError as exc:
                 report.add(f"missing_{modality}", sample.id, f"cannot read {item}: {exc}")
                 continue
@@ -283,7 +291,7 @@ def encode_modality(
         chunk, loaded = todo[start : start + batch_size], []
         for i, digest, item in chunk:
             try:
-                found = _LOADERS[modality](item)
+                found = _LOADERS[modality](item, encoder)
             except LoadError as exc:
                 report.add(exc.kind, samples[i].id, str(exc))
                 if cache is not None:

@@ -13,6 +13,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import __version__
+from .atomic import atomic_target, atomic_write
 from .data.records import TaskName
 from .encoders.base import TrainableEncoder, create_trainable, pick_device
 from .encoders.text import TextEncoder
@@ -82,9 +83,23 @@ class FusentModel(nn.Module):
         states, pooled = enc(tokens["input_ids"], tokens["attention_mask"])
         return ModalityBatch(states=states, mask=tokens["attention_mask"].bool(), pooled=pooled, present=present)
 
+    def _run_encoder(self, modality: str, batch: ModalityBatch) -> ModalityBatch:
+        """A trained-here encoder on its inputs; a batch where no row has the modality gets what a frozen encoder's
+        features give then (one masked zero state, zero pooled vectors), as its network cannot run on no input."""
+        encoder = self.encoders[modality]
+        if bool(batch.present.any()):
+            return encoder(batch)
+        rows, device = batch.present.shape[0], batch.present.device
+        return ModalityBatch(
+            states=torch.zeros(rows, 1, encoder.out_dim, device=device),
+            mask=torch.zeros(rows, 1, dtype=torch.bool, device=device),
+            pooled=torch.zeros(rows, encoder.out_dim, device=device),
+            present=batch.present,
+        )
+
     def encode(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None) -> dict[str, ModalityBatch]:
         """What the head reads: cached features as they are, trained encoders applied to their inputs."""
-        encoded = {m: self.encoders[m](b) if m in self.encoders else b for m, b in inputs.items()}
+        encoded = {m: self._run_encoder(m, b) if m in self.encoders else b for m, b in inputs.items()}
         if self.text_encoder is None:
             return encoded
         if texts is None:
@@ -93,7 +108,10 @@ class FusentModel(nn.Module):
 
     def augment(self, inputs: dict[str, ModalityBatch], generator: torch.Generator) -> dict[str, ModalityBatch]:
         """Training-time augmentation, by the trainable encoders that define one (cached features pass unchanged)."""
-        return {m: self.encoders[m].augment(b, generator) if m in self.encoders else b for m, b in inputs.items()}
+        return {
+            m: self.encoders[m].augment(b, generator) if m in self.encoders and bool(b.present.any()) else b
+            for m, b in inputs.items()
+        }
 
     def forward(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None = None) -> torch.Tensor:
         return self.head(self.encode(inputs, texts))
@@ -110,9 +128,9 @@ class FusentModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(directory / WEIGHTS_NAME))
-        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        with atomic_target(directory / WEIGHTS_NAME) as tmp:
+            save_model(self, str(tmp))
+        atomic_write(directory / CONFIG_NAME, json.dumps(asdict(self.config), indent=2))
         return directory
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import logging
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .calibration import fit_temperature
 from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, Split, cv_from_file, cv_splits
@@ -148,10 +150,13 @@ def load_splits(
     label_set: str | None = None,
     split_file: str | Path | None = None,
     cv: int | None = None,
+    labels: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[DatasetBundle, list[Split]]:
     """The dataset and its split: one train/val/test split, or ``cv`` cross-validation folds (from ``split_file``
-    when given: an ``id,part`` file for one split, an ``id,fold,part`` file for folds)."""
-    bundle = load_dataset(data, label_set=label_set)
+    when given: an ``id,part`` file for one split, an ``id,fold,part`` file for folds). ``labels`` names the classes
+    (other labels are reported, not trained on); ``allow_outside`` lets a manifest name files outside its folder."""
+    bundle = load_dataset(data, labels=labels, label_set=label_set, allow_outside=allow_outside)
     if cv:
         splits = (
             cv_from_file(bundle, split_file) if split_file else cv_splits(bundle, cv, val_fraction, split_seed, limit)
@@ -180,6 +185,8 @@ def prepare(
     *,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     split_file: str | Path | None = None,
+    labels: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> Prepared:
     """Load ``data``, split its labelled samples in train / validation / test, encode every part through the cache.
 
@@ -189,6 +196,8 @@ def prepare(
     transcript table never loads the image encoder.
     ``keep_states=False`` keeps pooled vectors only: enough for heads without attention, and far less memory.
     ``unlabelled=False`` leaves the samples to predict out (an empty table), for work that never predicts them.
+    ``labels`` names the classes (other labels are reported, not trained on); ``allow_outside`` lets a manifest name
+    files outside its folder.
     """
     bundle, splits = load_splits(
         data,
@@ -198,6 +207,8 @@ def prepare(
         limit=limit,
         label_set=label_set,
         split_file=split_file,
+        labels=labels,
+        allow_outside=allow_outside,
     )
     return encode_splits(bundle, splits, settings, cache_dir, batch_size, limit, progress, keep_states, unlabelled)[0]
 
@@ -215,6 +226,8 @@ def prepare_folds(
     keep_states: bool = True,
     label_set: str | None = None,
     split_file: str | Path | None = None,
+    labels: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> list[Prepared]:
     """``k`` cross-validation folds (fold i = the test part of the i-th ``Prepared``), encoded once: K head
     trainings, one encoding."""
@@ -226,6 +239,8 @@ def prepare_folds(
         label_set=label_set,
         split_file=split_file,
         cv=k,
+        labels=labels,
+        allow_outside=allow_outside,
     )
     return encode_splits(bundle, splits, settings, cache_dir, 32, limit, progress, keep_states, unlabelled=False)
 
@@ -357,6 +372,6 @@ def write_predictions(
     if path is None or str(path) == "-":
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows(rows)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    atomic_write(path, text.getvalue())

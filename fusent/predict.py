@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .data import ImageLoadError, ProblemReport, Sample, load_image
+from .data.audio import SAMPLE_RATE
 from .data.images import MAX_IMAGE_PIXELS
 from .data.records import MODALITIES
 from .data.text import clean_text, decode_text
@@ -43,9 +44,17 @@ class Prediction(list):
     ``"learned_weights"`` (the head's own modality weights) or ``"masking"`` (the drop of the top label's
     probability when that modality alone is hidden)."""
 
-    def __init__(self, scores: list[dict[str, Any]], contributions: dict[str, float], contribution_method: str):
+    def __init__(
+        self,
+        scores: list[dict[str, Any]],
+        contributions: dict[str, float],
+        contribution_method: str,
+        warnings: list[dict[str, str]] | None = None,
+    ):
         super().__init__(scores)
         self.contributions, self.contribution_method = contributions, contribution_method
+        #: what was wrong with an input but tolerated, as at training time (e.g. silent audio): ``{"kind", "detail"}``
+        self.warnings = warnings or []
 
     @property
     def label(self) -> str | None:
@@ -62,6 +71,7 @@ class Prediction(list):
             "scores": list(self),
             "contributions": self.contributions,
             "contribution_method": self.contribution_method,
+            "warnings": self.warnings,
         }
 
 
@@ -78,7 +88,7 @@ def to_image(item: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
             array = array[:, :, 0]
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
             raise ImageLoadError("corrupt_image", f"a numpy image must be HxW or HxWx3/4, got shape {array.shape}")
-        return Image.fromarray(array).convert("RGB")
+        return load_image(Image.fromarray(array), max_pixels=max_pixels)
     if isinstance(item, bytearray | memoryview):
         item = bytes(item)
     if not isinstance(item, str | Path | bytes | Image.Image):
@@ -145,7 +155,8 @@ class Predictor:
     def warm_up(self) -> None:
         """One throw-away prediction with every modality, so the first real request does not pay for
         allocator and kernel setup (hundreds of milliseconds)."""
-        post = {"text": "warm up", "image": Image.new("RGB", (64, 64), (128, 128, 128))}
+        tone = (0.1 * np.sin(np.arange(SAMPLE_RATE // 2) * 0.1)).astype(np.float32)
+        post = {"text": "warm up", "image": Image.new("RGB", (64, 64), (128, 128, 128)), "audio": tone}
         post = {m: v for m, v in post.items() if m in self.modalities}
         if post:
             self.predict_batch([post])
@@ -246,9 +257,7 @@ class Predictor:
     def _predict_chunk(self, samples: list[Sample]) -> list[Prediction]:
         report = ProblemReport()
         table = self.features(samples, report, progress=False)
-        if report.counts:  # an input the loaders could not use (images were checked already: e.g. audio)
-            kind = next(iter(report.counts))
-            raise InputError(kind, "; ".join(report.messages), kind.rsplit("_", 1)[-1])
+        self._check_decoded(samples, table, report)
         model, index = self.model, torch.arange(len(samples))
         inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
         outputs = model.head(inputs).cpu()
@@ -265,8 +274,24 @@ class Predictor:
                     key=lambda r: -r["score"],
                 )
             given = {m: round(float(contributions[m][i]), 6) for m in self.modalities if present[m][i]}
-            out.append(Prediction(scores, given, method))
+            warnings = [{"kind": k, "detail": msg} for k, sid, msg in report.entries if sid == samples[i].id]
+            out.append(Prediction(scores, given, method, warnings))
         return out
+
+    @staticmethod
+    def _check_decoded(samples: list[Sample], table: FeatureTable, report: ProblemReport) -> None:
+        """Refuse a post with an input its loader could not use (images were checked already: e.g. audio), exactly
+        as a dataset reports it; what the loaders tolerate (silent or clipped audio) is predicted, with warnings."""
+        for i, sample in enumerate(samples):
+            for m, features in table.modalities.items():
+                if getattr(sample, m) is None or bool(features.present[i]):
+                    continue
+                where = f"post {sample.id}: " if sample.id != "input" else ""
+                kind, message = next(
+                    ((k, msg) for k, sid, msg in report.entries if sid == sample.id and k.endswith(f"_{m}")),
+                    (f"corrupt_{m}", f"{m} could not be read"),
+                )
+                raise InputError(kind, f"{where}{message}", m)
 
     def _decision(self, outputs: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """What contributions explain: the probability of the predicted label, or the regression score."""

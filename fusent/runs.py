@@ -5,6 +5,7 @@ predictions). Validation selects; the test part is scored once, after training, 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import statistics
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .data.split import write_split_file
 from .pipeline import Prepared, evaluate_prepared, fit, write_predictions
 from .tasks import get_task
@@ -27,8 +29,7 @@ CV_KEYS = {
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_plain))
+    atomic_write(path, json.dumps(obj, indent=2, default=_plain))
 
 
 def _plain(value: Any) -> Any:
@@ -87,7 +88,8 @@ def train_run(
         },
     )
     files.append(out / "metrics.json")
-    (out / "problems.txt").write_text("\n".join(report.messages) + ("\n" if report.messages else ""))
+    atomic_write(out / "problems.txt", "\n".join(report.messages) + ("\n" if report.messages else ""))
+    (out / "predictions.txt").unlink(missing_ok=True)  # a reused run folder must not keep another run's
     if plots and task.name == "classification":
         part, y, outputs = ("test", prepared.y_test, test_outputs)
         if test_outputs is None:
@@ -160,8 +162,9 @@ def cv_run(
     out.mkdir(parents=True, exist_ok=True)
     files = [write_split_file(out / "split.csv", [p.parts for p in folds if p.parts is not None])]
     header = ["id", "fold", "true", "predicted"] + ([f"p_{label}" for label in labels] if labels else [])
-    with open(out / "oof_predictions.csv", "w", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows([header, *oof_rows])
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([header, *oof_rows])
+    atomic_write(out / "oof_predictions.csv", text.getvalue())
     files.append(out / "oof_predictions.csv")
     write_json(
         out / "cv_metrics.json",

@@ -3,9 +3,10 @@ modules: Memotion, RAVDESS, a folder of audio files)."""
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ MVSA_LABELS = ["negative", "neutral", "positive"]
 _UNLABELLED = {"", "null", "none", "nan"}
 
 
-def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: str | None = None) -> DatasetBundle:
+def load_dataset(
+    path: str | Path, labels: list[str] | None = None, label_set: str | None = None, allow_outside: bool = False
+) -> DatasetBundle:
     """Pick the adapter from what ``path`` is: an MVSA, Memotion or RAVDESS folder, a folder with a manifest, a
-    .csv/.jsonl manifest, or a folder of audio files (to predict). ``label_set`` picks one of a dataset's label sets
-    (RAVDESS: sentiment or emotion)."""
+    .csv/.jsonl manifest, or a folder of audio files (to predict). ``labels`` names the classes (rows with another
+    label are reported and left out); ``label_set`` picks one of a dataset's label sets (RAVDESS: sentiment or
+    emotion); ``allow_outside`` lets a manifest name files outside its own folder."""
     path = Path(path)
     from .ravdess import is_ravdess_folder, load_audio_folder, load_ravdess  # imported here: they import this module
 
@@ -34,12 +38,14 @@ def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: s
         from .mosi import is_mosi_folder, load_mosi
 
         if is_mosi_folder(path):  # before Memotion: both may hold a test_without_label.csv
+            if labels:
+                raise ValueError(f"--labels applies to classification data; {path} is a regression table (scores)")
             return load_mosi(path)
         if is_memotion_folder(path):
             return load_memotion(path, labels=labels)
         for name in ("manifest.csv", "manifest.jsonl"):
             if (path / name).exists():
-                return load_manifest(path / name, labels=labels)
+                return load_manifest(path / name, labels=labels, allow_outside=allow_outside)
         try:
             return load_audio_folder(path, labels=labels)
         except FileNotFoundError:
@@ -50,7 +56,7 @@ def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: s
                 "manifest.csv / manifest.jsonl, nor a folder of audio files"
             ) from None
     if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
-        return load_manifest(path, labels=labels)
+        return load_manifest(path, labels=labels, allow_outside=allow_outside)
     raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl manifest")
 
 
@@ -60,14 +66,34 @@ def _field(record: dict[str, Any], key: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def inside(base: Path, path: Path) -> bool:
+    """Whether ``path`` (relative ones from ``base``) names something under ``base``, judged from the names alone
+    (``..`` resolved lexically; a link placed inside the folder is trusted, as its owner put it there)."""
+    base = Path(os.path.normpath(base.absolute()))
+    return Path(os.path.normpath(base / path)).is_relative_to(base)
+
+
 def _media_path(
-    record: dict[str, Any], modality: str, base: Path, sample_id: str, report: ProblemReport
+    record: dict[str, Any],
+    modality: str,
+    base: Path,
+    sample_id: str,
+    report: ProblemReport,
+    allow_outside: bool = False,
 ) -> Path | None:
-    """A manifest's image / audio cell as a path (relative ones from the manifest's folder); a missing file is
-    reported and the sample goes on without it."""
+    """A manifest's image / audio cell as a path (relative ones from the manifest's folder); a missing file, or one
+    outside the manifest's folder (unless ``allow_outside``), is reported and the sample goes on without it."""
     if not record.get(modality):
         return None
     path = Path(str(record[modality]))
+    if not allow_outside and not inside(base, path):
+        report.add(
+            "outside_data_folder",
+            sample_id,
+            f"{modality} path {str(path)!r} is outside the manifest's folder {base}; not read (pass --allow-outside "
+            "to read files anywhere)",
+        )
+        return None
     path = path if path.is_absolute() else base / path
     if not path.exists():
         report.add(f"missing_{modality}", sample_id, f"{modality} file not found: {path}")
@@ -104,8 +130,12 @@ def _finish(
     rows = list(rows)
     if task == "regression":
         labels = []
-    elif labels is None:
-        labels = sorted({s.label for s, lab in rows if lab and s.label})
+    else:
+        labels = _canonical_labels(labels, [s.label for s, lab in rows if lab and s.label])
+        spelled = {label_key(label): label for label in labels}
+        for sample, is_labelled in rows:
+            if is_labelled and sample.label is not None:
+                sample.label = spelled.get(label_key(sample.label), sample.label)
     seen: dict[bool, set[str]] = {True: set(), False: set()}  # per section: an id may be both labelled and asked
     labelled: list[Sample] = []
     unlabelled: list[Sample] = []
@@ -131,6 +161,27 @@ def _finish(
     )
 
 
+def label_key(label: str) -> str:
+    """What makes two spellings of a label the same class: case and whitespace do not count."""
+    return " ".join(str(label).split()).casefold()
+
+
+def _canonical_labels(given: list[str] | None, seen: list[str]) -> list[str]:
+    """The class names: ``given`` as given (refused when two differ only in case or spacing), else one per label
+    seen, spelled as most rows spell it ('Positive ' and 'POSITIVE' join 'positive'), sorted."""
+    if given is not None:
+        keys: dict[str, str] = {}
+        for label in given:
+            if label_key(label) in keys:
+                raise ValueError(f"labels {keys[label_key(label)]!r} and {label!r} are the same class; name it once")
+            keys[label_key(label)] = label
+        return list(given)
+    spellings: dict[str, Counter[str]] = {}
+    for label in seen:
+        spellings.setdefault(label_key(label), Counter())[" ".join(label.split())] += 1
+    return sorted(counts.most_common(1)[0][0] for counts in spellings.values())
+
+
 def _read_guid_file(path: Path) -> list[tuple[str, str]]:
     out = []
     with path.open(encoding="utf-8-sig", errors="replace") as fh:
@@ -153,6 +204,10 @@ def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundl
             if not (root / file_name).exists():
                 continue
             for guid, tag in _read_guid_file(root / file_name):
+                if not inside(root / "data", Path(guid)):
+                    message = f"{root / file_name}: guid {guid!r} names files outside data/"
+                    report.add("outside_data_folder", guid, message)
+                    continue
                 text = _read_text_file(root / "data" / f"{guid}.txt", guid, report)
                 image = root / "data" / f"{guid}.jpg"
                 if not image.exists():
@@ -164,40 +219,71 @@ def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundl
     return _finish(rows(), labels or MVSA_LABELS, report, name=root.name)
 
 
-def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
-    """CSV or JSONL with columns id, text, image and audio (paths, relative to the manifest), label (empty =
-    predict)."""
+def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outside: bool = False) -> DatasetBundle:
+    """CSV, JSONL (one object a line) or JSON (a list of objects) with columns id, text, image and audio (paths,
+    relative to the manifest and inside its folder unless ``allow_outside``), label (empty = predict).
+
+    Lines that are not UTF-8 fall back to cp1252 then latin-1; a row the file format rejects (a cell over the csv
+    module's limit, a JSONL line that is not an object) is reported with its line and left out.
+    """
     path = Path(path)
     report = ProblemReport()
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            records = list(csv.DictReader(fh))
-    else:
-        records = []
-        with path.open(encoding="utf-8-sig") as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    report.add("bad_row", f"line {line_no}", f"{path}:{line_no} is not JSON ({exc})")
-    if records and "id" not in records[0]:
-        raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0])}")
+    records = list(_manifest_records(path, report))
+    if records and not any("id" in rec for _, rec in records):
+        raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0][1])}")
 
     def rows() -> Iterable[tuple[Sample, bool]]:
-        for i, rec in enumerate(records):
+        for where, rec in records:
             sid = _field(rec, "id")
             if not sid:
-                report.add("bad_row", f"row {i + 1}", f"{path} row {i + 1} has no id; skipped")
+                report.add("bad_row", where, f"{path} {where} has no id; skipped")
                 continue
             text = rec.get("text")
             text = " ".join(str(text).split()) if text is not None else ""
             if not text:
                 report.add("empty_text", sid, "text is empty")
-            media = {m: _media_path(rec, m, path.parent, sid, report) for m in ("image", "audio")}
+            media = {m: _media_path(rec, m, path.parent, sid, report, allow_outside) for m in ("image", "audio")}
             label = _field(rec, "label")
             group = _field(rec, "group") or None  # optional: samples of one group stay on one side of a split
             yield Sample(id=sid, text=text or None, **media, label=label, group=group), label.lower() not in _UNLABELLED
 
     return _finish(rows(), labels, report, name=path.stem)
+
+
+def _manifest_records(path: Path, report: ProblemReport) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` for each row of a manifest, ``where`` naming its row for reports."""
+    from .memotion import _decode_csv, _read_csv  # imported here: memotion imports this module
+
+    if path.suffix.lower() == ".csv":
+        header, cells_of = _read_csv(path, report)
+        for line_no, cells in cells_of:
+            if header is not None and len(cells) > len(header):  # an unquoted comma: which cell is which is unknown
+                report.add("bad_row", f"line {line_no}", f"{path}:{line_no} has {len(cells)} fields, not {len(header)}")
+                continue
+            yield f"line {line_no}", dict(zip(header or [], cells, strict=False))
+        return
+    text = _decode_csv(path.read_bytes(), report)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not JSON ({exc}); give a list of objects, or rename it .jsonl") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}; a .json manifest is a list of objects")
+        lines = [(f"item {i}", item, None) for i, item in enumerate(data)]
+    else:
+        lines = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    lines.append((f"line {line_no}", json.loads(line), None))
+                except json.JSONDecodeError as exc:
+                    lines.append((f"line {line_no}", None, exc))
+    for where, item, error in lines:
+        at = f"{path}:{where.split()[-1]}"
+        if error is not None:
+            report.add("bad_row", where, f"{at} is not JSON ({error}); skipped")
+        elif not isinstance(item, dict):
+            report.add("bad_row", where, f"{at} is not a JSON object but a {type(item).__name__}; skipped")
+        else:
+            yield where, item

@@ -9,13 +9,14 @@ travel with the waveform; conversions (stereo mixed down, another rate resampled
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from .loading import Decoded, LoadError
+from .loading import IN_MEMORY, Decoded, LoadError
 
 SAMPLE_RATE = 16_000
 #: File suffixes read as audio when a folder of files is given (soundfile reads all of them; mp3 needs libsndfile
@@ -25,38 +26,53 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 SILENT_PEAK = 1e-3
 #: A clip with more than this fraction of samples at full scale (|x| >= CLIP_LEVEL) is reported as clipped.
 CLIP_LEVEL, CLIP_FRACTION = 0.999, 1e-3
+#: Decoded past ``max_seconds``, so resampling the crop gives the samples resampling the whole clip would.
+RESAMPLE_MARGIN_S = 0.1
 
 
 class AudioLoadError(LoadError):
     """An audio file that cannot be used (kind missing_audio / corrupt_audio / empty_audio)."""
 
 
-def _read_bytes(source: Path | str | bytes) -> tuple[bytes, str]:
+def _open(source: Path | str | bytes) -> tuple[Path | io.BytesIO, str]:
+    """What soundfile reads (the file itself, so only the frames asked for are decoded) and the name messages use."""
     if isinstance(source, bytes):
-        return source, "<bytes>"
+        if not source:
+            raise AudioLoadError("corrupt_audio", "audio file is empty (0 bytes)")
+        return io.BytesIO(source), IN_MEMORY
     name = str(source)
     try:
-        return Path(source).read_bytes(), name
+        if Path(source).stat().st_size == 0:
+            raise AudioLoadError("corrupt_audio", "audio file is empty (0 bytes)", name)
     except FileNotFoundError:
         raise AudioLoadError("missing_audio", "audio file not found", name) from None
     except OSError as exc:
         raise AudioLoadError("missing_audio", f"audio file unreadable ({exc.strerror})", name) from None
+    return Path(source), name
 
 
-def _decode(raw: bytes, name: str) -> tuple[np.ndarray, int]:
-    """``[frames, channels]`` float32 and the file's rate: soundfile first, librosa (audioread) for what it can't."""
+def _decode(source: Path | io.BytesIO, name: str, seconds: float | None) -> tuple[np.ndarray, int]:
+    """``[frames, channels]`` float32 and the file's rate: soundfile first, librosa (audioread) for what it can't.
+
+    With ``seconds``, only the first ``seconds`` (plus a margin for the resampler's filter) are decoded: an hour of
+    silence compresses to under a megabyte of FLAC, and decoding it whole took 2.4 GB.
+    """
     try:
-        data, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-        return data, int(rate)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as first:
-        if name == "<bytes>":  # audioread needs a file on disk; bytes soundfile cannot read are not audio we know
+        with sf.SoundFile(source) as fh:
+            rate = int(fh.samplerate)
+            frames = -1 if seconds is None else math.ceil((seconds + RESAMPLE_MARGIN_S) * rate)
+            return fh.read(frames, dtype="float32", always_2d=True), rate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        first = getattr(error, "error_string", None) or error  # libsndfile's reason, without "Error opening <object>"
+        if name == IN_MEMORY:  # audioread needs a file on disk; bytes soundfile cannot read are not audio we know
             raise AudioLoadError("corrupt_audio", f"not a readable audio file ({first})", name) from None
         try:
             import librosa
 
+            duration = None if seconds is None else seconds + RESAMPLE_MARGIN_S
             with warnings.catch_warnings():  # its "PySoundFile failed, trying audioread" is what we already know
                 warnings.simplefilter("ignore")
-                data, rate = librosa.load(name, sr=None, mono=False)
+                data, rate = librosa.load(name, sr=None, mono=False, duration=duration)
         except Exception as exc:  # audioread raises its own zoo (NoBackendError, DecodeError, EOFError, ...)
             raise AudioLoadError(
                 "corrupt_audio", f"not a readable audio file ({first}; librosa: {type(exc).__name__})", name
@@ -74,13 +90,17 @@ def _as_float(array: np.ndarray) -> np.ndarray:
 
 
 def load_audio(
-    source: Path | str | bytes | np.ndarray | tuple[np.ndarray, int], sample_rate: int = SAMPLE_RATE
+    source: Path | str | bytes | np.ndarray | tuple[np.ndarray, int],
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
 ) -> Decoded[np.ndarray]:
     """Decode ``source`` to a mono float32 waveform at ``sample_rate`` (``Decoded.value``, shape ``[samples]``).
 
     ``source`` is a file path, the file's bytes, a ``(array, rate)`` pair, or an array already at ``sample_rate``
     (``[samples]`` or ``[samples, channels]``, soundfile's layout). Channels are averaged; other rates are resampled
-    with librosa (soxr). Raises ``AudioLoadError`` (missing_audio / corrupt_audio / empty_audio) for unusable input.
+    with librosa (soxr). ``max_seconds`` keeps the first seconds only, and a file is decoded only that far (what an
+    encoder reads; its ``max_seconds``). Raises ``AudioLoadError`` (missing_audio / corrupt_audio / empty_audio) for
+    unusable input.
     """
     name, rate = "<in-memory array>", sample_rate
     if isinstance(source, tuple):
@@ -88,10 +108,8 @@ def load_audio(
     elif isinstance(source, np.ndarray):
         array = _as_float(source)
     else:
-        raw, name = _read_bytes(source)
-        if not raw:
-            raise AudioLoadError("corrupt_audio", "audio file is empty (0 bytes)", name)
-        array, rate = _decode(raw, name)
+        opened, name = _open(source)
+        array, rate = _decode(opened, name, max_seconds)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise AudioLoadError("empty_audio", "audio has no samples", name)
     out: Decoded[np.ndarray] = Decoded(array[:, 0])
@@ -111,6 +129,8 @@ def load_audio(
         out.notes.append("audio_resampled")
         if out.value.size == 0:
             raise AudioLoadError("empty_audio", f"audio too short to resample from {rate} Hz", name)
+    if max_seconds:
+        out.value = out.value[: int(max_seconds * sample_rate)]
     out.value = np.ascontiguousarray(out.value, dtype=np.float32)
     peak = float(np.abs(out.value).max())
     if peak < SILENT_PEAK:

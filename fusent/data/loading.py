@@ -12,6 +12,10 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+#: The name of an input given as bytes or an array rather than a file: left out of messages, which then say only what
+#: is wrong (the caller knows which field it gave).
+IN_MEMORY = "<bytes>"
+
 
 class LoadError(ValueError):
     """What is wrong (``kind``, e.g. ``corrupt_audio``; ``reason``) with which file (``name``); str() says both.
@@ -19,8 +23,8 @@ class LoadError(ValueError):
     Subclasses (``ImageLoadError``, ``AudioLoadError``) only name the modality; the feature cache stores any of them.
     """
 
-    def __init__(self, kind: str, reason: str, name: str = "<bytes>"):
-        super().__init__(f"{reason}: {name}")
+    def __init__(self, kind: str, reason: str, name: str = IN_MEMORY):
+        super().__init__(reason if name.startswith("<") else f"{reason}: {name}")
         self.kind, self.reason, self.name = kind, reason, name
 
     def for_file(self, name: str) -> LoadError:

@@ -67,6 +67,8 @@ def _read_csv(path: Path, report: ProblemReport) -> tuple[list[str] | None, Iter
                 return None
             except csv.Error as exc:
                 line = reader.line_num
+                if "field limit" in str(exc):
+                    exc = f"a cell is over the csv module's limit of {csv.field_size_limit():,} characters"
                 report.add("bad_row", f"{path.name} line {line}", f"{path}:{line}: {exc}; skipped")
 
     header = next_row()

@@ -38,11 +38,13 @@ class ProblemReport:
     counts: Counter[str] = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     notes: Counter[str] = field(default_factory=Counter)  # informational, e.g. texts decoded by fallback
+    entries: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, sample id, message) of each problem
 
     def add(self, kind: str, sample_id: str, message: str) -> None:
         text = f"[{kind}] sample {sample_id}: {message}"
         self.counts[kind] += 1
         self.messages.append(text)
+        self.entries.append((kind, sample_id, message))
         log.warning(text)
 
     def note(self, kind: str) -> None:

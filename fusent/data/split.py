@@ -9,6 +9,8 @@ score exactly the same posts.
 from __future__ import annotations
 
 import csv
+import io
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
+from ..atomic import atomic_write
 from .records import DatasetBundle, Sample
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
@@ -136,6 +139,8 @@ def split_labelled(
     if bundle.given_split is None:
         samples = bundle.labelled[:limit] if limit else bundle.labelled
         _check_size(bundle, samples, 3 if test_fraction > 0 else 2)
+        if stratify:
+            _check_class_sizes(samples, 3 if test_fraction > 0 else 2)
         train, val, test = three_way(samples, val_fraction, test_fraction, seed, stratify)
         info = {"kind": "random", "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
         return Split(train, val, test, info)
@@ -191,19 +196,16 @@ def cv_splits(
 
 def write_split_file(path: str | Path, splits: Split | Sequence[Split]) -> Path:
     """``id,part`` rows (train, val, test), or ``id,fold,part`` rows for cross-validation folds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folds = [splits] if isinstance(splits, Split) else list(splits)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        if isinstance(splits, Split):
-            writer.writerow(["id", "part"])
-            writer.writerows(splits.assignment().items())
-        else:
-            writer.writerow(["id", "fold", "part"])
-            for fold, split in enumerate(folds):
-                writer.writerows((sid, fold, part) for sid, part in split.assignment().items())
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    if isinstance(splits, Split):
+        writer.writerow(["id", "part"])
+        writer.writerows(splits.assignment().items())
+    else:
+        writer.writerow(["id", "fold", "part"])
+        for fold, split in enumerate(splits):
+            writer.writerows((sid, fold, part) for sid, part in split.assignment().items())
+    return atomic_write(path, text.getvalue())
 
 
 def read_split_file(path: str | Path) -> list[dict[str, str]]:
@@ -257,6 +259,17 @@ def cv_from_file(bundle: DatasetBundle, path: str | Path) -> list[Split]:
         _apply(bundle, fold, {"kind": "cv", "folds": len(folds), "fold": i, "file": str(path)})
         for i, fold in enumerate(folds)
     ]
+
+
+def _check_class_sizes(samples: Sequence[Sample], parts: int) -> None:
+    """A class needs a row in each part of the split; a one-row class is most often a mistyped label."""
+    counts = Counter(s.label for s in samples)
+    rare = [f"{label!r} has {n} labelled row" for label, n in sorted(counts.items()) if n < parts]
+    if rare:
+        raise ValueError(
+            f"{'; '.join(rare)}: a class needs at least {parts} rows to be split into {parts} parts. Fix the label, "
+            "or pass --labels a,b,c to train on those classes only (rows with other labels are reported and left out)"
+        )
 
 
 __all__ = [

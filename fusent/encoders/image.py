@@ -30,12 +30,14 @@ def _efficientnet_weights(variant: str) -> str:
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Shorter side to ``size``, then the central ``size`` x ``size`` square."""
+    """Shorter side to ``size``, then the central ``size`` x ``size`` square, in one resize of the source region
+    that square covers: the work and memory follow the output, never the scaled-up long side."""
     scale = size / min(img.size)
     w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-    img = img.resize((w, h), Image.Resampling.BILINEAR)
     left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    sx, sy = w / img.width, h / img.height  # the scales a full resize to (w, h) would use
+    box = (left / sx, top / sy, (left + size) / sx, (top + size) / sy)
+    return img.resize((size, size), Image.Resampling.BILINEAR, box=box)
 
 
 class EfficientNetLiteEncoder(nn.Module, Encoder):

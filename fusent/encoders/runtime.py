@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..atomic import atomic_target
 from .base import Encoder
 from .image import RUN_IMAGES, EfficientNetLiteEncoder, feature_map_outputs
 from .text import TextEncoder
@@ -81,14 +82,11 @@ class OnnxImageEncoder(Encoder):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return model.extract_features(x)
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         example = torch.zeros(1, 3, self.base.size, self.base.size)
         log.info("exporting %s to %s", self.base.name, self.path)
-        with warnings.catch_warnings():  # the legacy exporter's deprecation and constant-folding notes
+        with warnings.catch_warnings(), atomic_target(self.path) as tmp:  # the exporter's deprecation notes
             warnings.simplefilter("ignore")
             self._run_export(FeatureMap().eval(), example, tmp)
-        tmp.replace(self.path)
 
     @staticmethod
     def _run_export(module: nn.Module, example: torch.Tensor, tmp: Path) -> None:
