@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
-import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from .fusion import head_uses_states
 from .fusion.tokens import DEFAULT_PATCH_GRID, patch_grid_applies, pool_patch_grid
 from .pipeline import Prepared, fit
 from .stats import mcnemar_exact, one_way_anova, paired_t_test
+from .threads import usable_cpus
 from .training import TrainConfig, predict_logits
 
 
@@ -78,7 +78,7 @@ def default_workers(device: str | None = None) -> int:
     cores train these small models faster than one 2-threaded run); 1 on a GPU or where ``fork`` is missing."""
     if (device or "cpu") != "cpu" or torch.cuda.is_available() or "fork" not in mp.get_all_start_methods():
         return 1
-    return max(1, min(4, (os.cpu_count() or 1)))
+    return max(1, min(4, usable_cpus()))
 
 
 def run_compare(
