@@ -187,3 +187,43 @@ def test_parquet_manifest(checkpoint: Path, tmp_path: Path):
         result = invoke("predict", checkpoint, "--data", path, "--out", outs[path.suffix], "--batch-size", "3", "-q")
         assert result.exit_code == 0, result.output
     assert read_rows(outs[".parquet"]) == read_rows(outs[".csv"])
+
+
+# ---------------------------------------------------------------------------------------- cluster engines
+
+
+def test_manifest_scorer_on_engine_batches_matches_fusent_predict(checkpoint: Path, tmp_path: Path):
+    import importlib.util
+
+    import numpy as np
+
+    from fusent.stream import ManifestScorer
+
+    rows = manifest_rows(12)
+    manifest = write_csv(tmp_path, rows)
+    reference = tmp_path / "ref.txt"
+    assert invoke("predict", checkpoint, "--data", manifest, "--out", reference, "--all", "-q").exit_code == 0
+    expected = {r[0]: r[1] for r in read_rows(reference)[1:]}
+    scorer = ManifestScorer(checkpoint, base=tmp_path, device="cpu")
+    # Ray's numpy batch format: numpy columns; pandas: NaN for empty cells
+    batch = {c: np.array([r[c] for r in rows], dtype=object) for c in ("id", "text", "image")}
+    batch["text"][3] = float("nan")
+    scored = scorer(batch)
+    assert set(scored) == {"id", "label", "score"} and "" not in scored["id"]  # the row without an id is left out
+    assert len(scored["id"]) == len(rows) - 1 and scorer.report.counts["bad_row"] == 1
+    same = [i for i in scored["id"] if i != rows[3]["id"] and i != "p002"]  # p002 twice; row 3 lost its text
+    labels = dict(zip(scored["id"], scored["label"], strict=True))
+    assert {i: expected[i] for i in same} == {i: labels[i] for i in same}
+    assert all(0 < s <= 1 for s in scored["score"])
+    # the example script's local engine: chunks of columns through the same scorer
+    spec = importlib.util.spec_from_file_location(
+        "cluster_scoring", Path(__file__).parents[1] / "examples" / "cluster_scoring.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "example.csv"
+    example.main.__globals__["sys"].argv = ["x", str(checkpoint), str(manifest), "--out", str(out), "--batch-size", "5"]
+    example.main()
+    written = read_rows(out)
+    assert written[0] == ["id", "label", "score"] and len(written) == len(rows)  # header + every row with an id
+    assert {r[0]: r[1] for r in written[1:] if r[0] in same} == {i: expected[i] for i in same}
