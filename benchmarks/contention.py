@@ -8,11 +8,12 @@ then while ``--competitors`` busy-loop processes (``while True: pass``) run. Two
 * ``fusent``: fusent imported first (OpenMP waits passively) and ``configure_threads()`` (pools sized from
   the CPUs this process may use).
 
-The ratio is contended / alone throughput; "per fair share" divides it by the share of the CPUs the encoder can
-expect (its threads over all runnable threads), so 1.0 means the competitor cost exactly its fair share (the
-issue's goal: at least 0.6). On a machine other jobs share, "alone" is not idle: the load average is printed.
+The ratio is contended / alone throughput (the median over ``--repeats`` back-to-back pairs); "per fair share"
+divides it by the share of the CPUs the encoder can expect (its threads over all runnable threads), so 1.0 means
+the competitor cost exactly its fair share (the issue's goal: at least 0.6). On a machine other jobs share,
+"alone" is not idle: the load average is printed.
 
-    .venv/bin/python benchmarks/contention.py [--encoder image|text] [--seconds 10] [--competitors 1]
+    .venv/bin/python benchmarks/contention.py [--encoder image|text] [--seconds 10] [--competitors 1] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Encoding time per measurement.")
     parser.add_argument("--competitors", type=int, default=1, help="Busy-loop processes run next to the encoder.")
     parser.add_argument("--modes", default="before,fusent")
+    parser.add_argument("--repeats", type=int, default=1, help="Alone / contended pairs per set-up (medians).")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -114,17 +117,15 @@ def main() -> None:
     print("| set-up | threads | alone /s | with competitor /s | ratio | per fair share |", flush=True)
     print("|---|---|---|---|---|---|", flush=True)
     for mode in args.modes.split(","):
-        alone = measure(mode, args, 0)
-        contended = measure(mode, args, args.competitors)
-        threads = alone["threads"]
+        # alone and contended back to back, --repeats times: a drifting background load hits both alike
+        pairs = [(measure(mode, args, 0), measure(mode, args, args.competitors)) for _ in range(args.repeats)]
+        threads = pairs[0][0]["threads"]
         # CPUs the encoder can expect: alone, min(threads, cpus); contended, its share of all runnable threads
         fair = min(threads, cpus * threads / (threads + args.competitors)) / min(threads, cpus)
-        ratio = contended["per_s"] / alone["per_s"]
-        print(
-            f"| {mode} | {threads} | {alone['per_s']:.1f} | {contended['per_s']:.1f} | {ratio:.2f} | "
-            f"{ratio / fair:.2f} |",
-            flush=True,
-        )
+        alone = statistics.median(a["per_s"] for a, _ in pairs)
+        contended = statistics.median(c["per_s"] for _, c in pairs)
+        ratio = statistics.median(c["per_s"] / a["per_s"] for a, c in pairs)
+        print(f"| {mode} | {threads} | {alone:.1f} | {contended:.1f} | {ratio:.2f} | {ratio / fair:.2f} |", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}", flush=True)
 
 

@@ -66,13 +66,13 @@ def run_local(args: argparse.Namespace) -> None:
 def run_ray(args: argparse.Namespace) -> None:
     import ray
 
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)  # + 1 for the CSV reader
     scored = ray.data.read_csv(str(args.manifest)).map_batches(
         ManifestScorer,
         fn_constructor_kwargs={"checkpoint": str(args.checkpoint), "base": str(args.manifest.parent)},
         batch_size=args.batch_size,
         batch_format="numpy",
-        concurrency=args.workers,  # actors, each with its own Predictor
+        compute=ray.data.ActorPoolStrategy(size=args.workers),  # actors, each loading the Predictor once
     )
     rows = scored.take_all()  # a cluster job would .write_csv / .write_parquet to shared storage instead
     out = open(args.out, "w", newline="") if args.out else sys.stdout
