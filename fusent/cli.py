@@ -38,8 +38,8 @@ DataOpt = Annotated[
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
         "folder (labels.csv, test_without_label.csv, images/), a CMU-MOSI style regression folder (label.csv with "
         "id,text,label in [-3,3],mode; test_without_label.csv), a RAVDESS speech folder (Actor_NN/*.flac; split by "
-        "actor), a CSV/JSONL manifest with columns id,text,image,audio,label (empty label = to predict), or (to "
-        "predict) a folder of audio files.",
+        "actor), a CSV/JSONL/Parquet manifest with columns id,text,image,audio,label (empty label = to predict), or "
+        "(to predict) a folder of audio files.",
     ),
 ]
 CacheOpt = Annotated[
