@@ -6,7 +6,7 @@ then while ``--competitors`` busy-loop processes (``while True: pass``) run. Two
 
 * ``before``: torch imported first with its defaults (OpenMP's default wait policy: idle workers spin);
 * ``fusent``: fusent imported first (OpenMP waits passively) and ``configure_threads()`` (pools sized from
-  the CPUs this process may use).
+  the CPUs this process may use that no other thread is running on when it starts).
 
 The ratio is contended / alone throughput (the median over ``--repeats`` back-to-back pairs); "per fair share"
 divides it by the share of the CPUs the encoder can expect (its threads over all runnable threads), so 1.0 means
@@ -114,18 +114,20 @@ def main() -> None:
 
     cpus = usable_cpus()
     print(f"usable CPUs {cpus}; load average before {os.getloadavg()[0]:.2f}; {args.encoder} encoder", flush=True)
-    print("| set-up | threads | alone /s | with competitor /s | ratio | per fair share |", flush=True)
+    print("| set-up | threads alone / contended | alone /s | with competitor /s | ratio | per fair share |", flush=True)
     print("|---|---|---|---|---|---|", flush=True)
     for mode in args.modes.split(","):
         # alone and contended back to back, --repeats times: a drifting background load hits both alike
         pairs = [(measure(mode, args, 0), measure(mode, args, args.competitors)) for _ in range(args.repeats)]
-        threads = pairs[0][0]["threads"]
-        # CPUs the encoder can expect: alone, min(threads, cpus); contended, its share of all runnable threads
+        threads, busy_threads = pairs[0][0]["threads"], pairs[0][1]["threads"]
+        # CPUs the encoder can expect: alone, min(threads, cpus); contended, the share of all runnable threads its
+        # threads alone would get (the competitor's fair cost, whatever thread count the contended run chose)
         fair = min(threads, cpus * threads / (threads + args.competitors)) / min(threads, cpus)
         alone = statistics.median(a["per_s"] for a, _ in pairs)
         contended = statistics.median(c["per_s"] for _, c in pairs)
         ratio = statistics.median(c["per_s"] / a["per_s"] for a, c in pairs)
-        print(f"| {mode} | {threads} | {alone:.1f} | {contended:.1f} | {ratio:.2f} | {ratio / fair:.2f} |", flush=True)
+        cells = f"{threads} / {busy_threads} | {alone:.1f} | {contended:.1f} | {ratio:.2f} | {ratio / fair:.2f}"
+        print(f"| {mode} | {cells} |", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}", flush=True)
 
 

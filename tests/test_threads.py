@@ -11,7 +11,7 @@ import torch
 from conftest import TinyModels, invoke
 
 from fusent import threads
-from fusent.threads import cgroup_cpu_limit, configure_threads, usable_cpus
+from fusent.threads import cgroup_cpu_limit, configure_threads, free_cpus, usable_cpus
 
 
 @pytest.fixture
@@ -71,11 +71,27 @@ def test_usable_cpus_follows_the_affinity_mask(monkeypatch: pytest.MonkeyPatch, 
     assert usable_cpus(*fake_cgroup(tmp_path)) == 1
 
 
+def test_free_cpus_leaves_out_the_running_threads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.50 0.40 0.30 1/300 1234\n")  # only this process runs
+    assert free_cpus(loadavg, samples=3, interval=0) == 8
+    loadavg.write_text("9.10 8.00 7.00 4/300 1234\n")  # three other threads run
+    assert free_cpus(loadavg, samples=3, interval=0) == 5
+    loadavg.write_text("9.10 8.00 7.00 30/300 1234\n")  # oversubscribed: still one
+    assert free_cpus(loadavg, samples=1) == 1
+    assert free_cpus(tmp_path / "absent") is None
+
+
 @pytest.mark.usefixtures("restore_threads")
 def test_configure_threads_sizes_torch_and_the_environment(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(threads, "usable_cpus", lambda *a: 1)
+    monkeypatch.setattr(threads, "usable_cpus", lambda *a: 4)
+    monkeypatch.setattr(threads, "free_cpus", lambda *a: None)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert configure_threads() == 1 and torch.get_num_threads() == 1  # default: the usable CPUs
+    assert configure_threads() == 4 and torch.get_num_threads() == 4  # default: the usable CPUs
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "free_cpus", lambda *a: 1)
+    assert configure_threads() == 1 and torch.get_num_threads() == 1  # ... fewer when others keep them busy
     assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
     assert configure_threads(3) == 3 and torch.get_num_threads() == 3  # explicit: honoured (with a warning)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
