@@ -40,8 +40,8 @@ DataOpt = Annotated[
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
         "folder (labels.csv, test_without_label.csv, images/), a CMU-MOSI style regression folder (label.csv with "
         "id,text,label in [-3,3],mode; test_without_label.csv), a RAVDESS speech folder (Actor_NN/*.flac; split by "
-        "actor), a CSV/JSONL manifest with columns id,text,image,audio,label (empty label = to predict), or (to "
-        "predict) a folder of audio files.",
+        "actor), a CSV/JSONL/Parquet manifest with columns id,text,image,audio,label (empty label = to predict), or "
+        "(to predict) a folder of audio files.",
     ),
 ]
 CacheOpt = Annotated[
@@ -54,10 +54,16 @@ QuantizeOpt = Annotated[
 OnnxOpt = Annotated[bool, typer.Option(help="CPU speed option: EfficientNet-Lite image encoder in ONNX Runtime.")]
 _ALLOW_OUTSIDE_HELP = "Let a manifest name image / audio files outside its own folder (refused and reported otherwise)."
 AllowOutsideOpt = Annotated[bool, typer.Option("--allow-outside", help=_ALLOW_OUTSIDE_HELP)]
+THREADS_HELP = "CPU threads of torch, OpenMP/BLAS and ONNX Runtime (default: the CPUs this process may use)."
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help=THREADS_HELP)]
 
 
-def _setup() -> None:
+def _setup(threads: int | None = None) -> None:
+    """Logging to stderr, quiet transformers, and every CPU thread pool sized once (``fusent.threads``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
+    from .threads import configure_threads
+
+    configure_threads(threads)
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -250,6 +256,7 @@ _SHARED_OPTIONS = [
     _opt("limit", int | None, None, "Use only the first N labelled and N unlabelled samples."),
     _opt("cache_dir", Path | None, None, "Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent)."),
     _opt("device", str | None, None, "cpu / cuda (default: cuda if available)."),
+    inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, annotation=ThreadsOpt, default=None),
 ]
 
 
@@ -359,7 +366,7 @@ def train(
     regression data), fit a softmax temperature on validation, then score the test part once. Prints validation and
     test metrics; writes the checkpoint, split.csv, metrics.json, ROC / PR / reliability plots and predictions.
     With --cv K: K folds, each the test part once; per-fold and mean ± std metrics, out-of-fold predictions."""
-    _setup()
+    _setup(options["threads"])
     from .fusion import head_uses_states
     from .runs import cv_run, format_cv, train_run
     from .tasks import get_task
@@ -444,7 +451,7 @@ def compare(
     ± std, and for every pair of heads a paired t-test (t, df, p), McNemar (Wilcoxon on absolute error for
     regression data: MAE, Corr, Acc-2, Acc-7), Holm's correction, and a one-way ANOVA (F, df, p)."""
     started = time.perf_counter()
-    _setup()
+    _setup(options["threads"])
     from .compare import default_workers, run_compare, run_compare_cv, states_by_grid, summarise
     from .compare_report import write_report
     from .fusion import available_heads, head_fits, head_uses_states
@@ -584,13 +591,14 @@ def evaluate(
     cache_dir: CacheOpt = None,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1 and ROC-AUC,
     PR-AUC, ECE (with the checkpoint's calibration temperature), confusion; for a regression checkpoint MAE, Corr,
     Acc-7, Acc-2 and F1 (has-0 and non-0)."""
-    _setup()
+    _setup(threads)
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
@@ -622,17 +630,37 @@ def predict(
     all_rows: Annotated[
         bool, typer.Option("--all", help="Predict every sample, not only the unlabelled ones.")
     ] = False,
-    cache_dir: CacheOpt = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent; a manifest file is scored "
+            "without the cache unless this is given)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Manifest files: posts predicted and written (flushed) together.")
+    ] = 256,
+    resume: Annotated[
+        bool, typer.Option(help="Manifest files: append to --out, skipping the ids it already holds.")
+    ] = False,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
     id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
-    still predicted from what they have."""
-    _setup()
+    still predicted from what they have. A manifest file (.csv, .jsonl, .parquet) is streamed: read and written
+    --batch-size rows at a time with a progress bar, in flat memory, and --resume continues an interrupted run."""
+    _setup(threads)
+    from .data.adapters import is_manifest_file
     from .pipeline import write_predictions
     from .predict import Predictor
 
+    if is_manifest_file(data):
+        _predict_stream(checkpoint, data, out, all_rows, cache_dir, batch_size, resume, quiet, allow_outside)
+        return
+    if resume:
+        raise typer.BadParameter("--resume is for manifest files (.csv, .jsonl, .parquet)", param_hint="--resume")
     predictor = Predictor.from_pretrained(checkpoint, cache_dir)
     bundle = _load_for(data, predictor.model.config, allow_outside)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
@@ -645,13 +673,55 @@ def predict(
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)
 
 
+def _predict_stream(
+    checkpoint: Path,
+    data: Path,
+    out: Path | None,
+    all_rows: bool,
+    cache_dir: Path | None,
+    batch_size: int,
+    resume: bool,
+    quiet: bool,
+    allow_outside: bool = False,
+) -> None:
+    from .predict import Predictor
+    from .stream import ManifestError, StreamReport, predict_manifest
+
+    if not data.is_file():
+        raise typer.BadParameter(f"no manifest file at {data}", param_hint="--data")
+    if resume and (out is None or str(out) == "-"):
+        raise typer.BadParameter("--resume needs --out: the ids already written are read back from it")
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, use_cache=cache_dir is not None)
+    report = StreamReport()
+    try:
+        written = predict_manifest(
+            predictor,
+            data,
+            out,
+            all_rows=all_rows,
+            resume=resume,
+            batch_size=batch_size,
+            progress=not quiet,
+            report=report,
+            allow_outside=allow_outside,
+        )
+    except ManifestError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
+    if report.counts:
+        log.warning(report.summary())
+    if not written and not resume:
+        log.warning("%s has no rows to predict (use --all to predict labelled rows)", data)
+    if out:
+        typer.echo(f"wrote {written} predictions to {out}", err=True)
+
+
 @app.command()
 def serve(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `fusent train`.")],
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 = this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Model calls running at once (a bounded thread pool).")] = 1,
-    threads: Annotated[int | None, typer.Option(help="Torch intra-op threads (default: torch's choice).")] = None,
+    threads: ThreadsOpt = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, in MB.")] = 10.0,
     max_image_pixels: Annotated[int, typer.Option(help="Largest image (width x height), from its header.")] = (
         40_000_000
@@ -669,17 +739,13 @@ def serve(
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
     GET /metadata, a web page at /, OpenAPI docs at /docs. Needs the serve extra: pip install 'fusent[serve]'."""
-    _setup()
+    _setup(threads)
     try:
         from .serve import ServeSettings
         from .serve import serve as run_server
     except ModuleNotFoundError as exc:
         typer.echo(f"fusent serve needs {exc.name}, from the serve extra: pip install 'fusent[serve]'", err=True)
         raise typer.Exit(2) from None
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
     settings = ServeSettings(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_image_pixels=max_image_pixels,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from .pipeline import Prepared, evaluate_prepared, fit
 from .runs import mean_std
 from .stats import anova, holm, mcnemar_exact, paired_t, wilcoxon_signed_rank
 from .tasks import get_task
+from .threads import usable_cpus
 from .training import TrainConfig, predict_logits
 
 #: the metrics the table reports per task (key, printed name), the task's selection metric first
@@ -171,7 +171,7 @@ def default_workers(device: str | None = None) -> int:
     cores train these small models faster than one 2-threaded run); 1 on a GPU or where ``fork`` is missing."""
     if (device or "cpu") != "cpu" or torch.cuda.is_available() or "fork" not in mp.get_all_start_methods():
         return 1
-    return max(1, min(4, (os.cpu_count() or 1)))
+    return max(1, min(4, usable_cpus()))
 
 
 StatesArg = Prepared | Mapping[int, Prepared] | None

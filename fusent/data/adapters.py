@@ -1,20 +1,24 @@
-"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV/JSONL manifest (others in their own
-modules: Memotion, RAVDESS, a folder of audio files)."""
+"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV / JSONL / Parquet manifest (others in
+their own modules: Memotion, RAVDESS, a folder of audio files). A manifest can also be read row by row
+(``iter_manifest_records`` + ``manifest_sample``), which is how ``fusent predict`` streams large ones."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
-from .text import decode_text
+from .text import decode_bytes, decode_text
 
 MVSA_LABELS = ["negative", "neutral", "positive"]
 _UNLABELLED = {"", "null", "none", "nan"}
+#: File suffixes read as a manifest (``.json`` holds JSON lines too; Parquet needs pyarrow).
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
 def load_dataset(
@@ -55,9 +59,14 @@ def load_dataset(
                 "id,text,label,mode), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac), a folder with "
                 "manifest.csv / manifest.jsonl, nor a folder of audio files"
             ) from None
-    if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
+    if is_manifest_file(path):
         return load_manifest(path, labels=labels, allow_outside=allow_outside)
-    raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl manifest")
+    raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl/.json/.parquet manifest")
+
+
+def is_manifest_file(path: str | Path) -> bool:
+    """Whether ``path`` names a manifest file (by suffix; folders holding a manifest.csv are not counted)."""
+    return Path(path).suffix.lower() in MANIFEST_SUFFIXES
 
 
 def _field(record: dict[str, Any], key: str) -> str:
@@ -140,22 +149,8 @@ def _finish(
     labelled: list[Sample] = []
     unlabelled: list[Sample] = []
     for sample, is_labelled in rows:
-        if sample.id in seen[is_labelled]:
-            report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
-            continue
-        seen[is_labelled].add(sample.id)
-        if all(getattr(sample, m) is None for m in MODALITIES):
-            report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
-        if not is_labelled:
-            sample.label, sample.score = None, None
-            unlabelled.append(sample)
-        elif task == "regression":
-            if sample.score is not None:
-                labelled.append(sample)
-        elif sample.label not in labels:
-            report.add("unknown_label", sample.id, f"label {sample.label!r} is not one of {labels}; not trained on")
-        else:
-            labelled.append(sample)
+        if check_row(sample, is_labelled, labels, report, seen[is_labelled], task):
+            (labelled if is_labelled else unlabelled).append(sample)
     return DatasetBundle(
         labelled=labelled, unlabelled=unlabelled, labels=list(labels), report=report, name=name, task=task
     )
@@ -180,6 +175,41 @@ def _canonical_labels(given: list[str] | None, seen: list[str]) -> list[str]:
     for label in seen:
         spellings.setdefault(label_key(label), Counter())[" ".join(label.split())] += 1
     return sorted(counts.most_common(1)[0][0] for counts in spellings.values())
+
+
+class IdSet(Protocol):
+    """What ``check_row`` needs of the ids seen so far: a set, or ``fusent.stream.SeenIds`` for huge manifests."""
+
+    def __contains__(self, sample_id: object) -> bool: ...
+
+    def add(self, sample_id: str) -> None: ...
+
+
+def check_row(
+    sample: Sample,
+    is_labelled: bool,
+    labels: list[str],
+    report: ProblemReport,
+    seen: IdSet,
+    task: TaskName = "classification",
+) -> bool:
+    """Whether one row is kept (its id first seen, a known label or a score when labelled); what is wrong is
+    reported. A row to predict has its label and score cleared. ``seen`` collects the ids kept so far."""
+    if sample.id in seen:
+        report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
+        return False
+    seen.add(sample.id)
+    if all(getattr(sample, m) is None for m in MODALITIES):
+        report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
+    if not is_labelled:
+        sample.label, sample.score = None, None
+        return True
+    if task == "regression":
+        return sample.score is not None
+    if sample.label not in labels:
+        report.add("unknown_label", sample.id, f"label {sample.label!r} is not one of {labels}; not trained on")
+        return False
+    return True
 
 
 def _read_guid_file(path: Path) -> list[tuple[str, str]]:
@@ -219,35 +249,99 @@ def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundl
     return _finish(rows(), labels or MVSA_LABELS, report, name=root.name)
 
 
+def _parquet_records(path: Path, chunk_rows: int) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"reading {path} needs pyarrow: pip install 'fusent[parquet]'") from None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        yield from batch.to_pylist()
+
+
+def _jsonl_records(path: Path, report: ProblemReport) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8-sig") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                report.add("bad_row", f"line {line_no}", f"{path}:{line_no} is not JSON ({exc}); skipped")
+                continue
+            if isinstance(record, dict):
+                yield record
+            else:
+                report.add("bad_row", f"line {line_no}", f"{path}:{line_no} is not a JSON object; skipped")
+
+
+def iter_manifest_records(path: str | Path, report: ProblemReport, chunk_rows: int = 4096) -> Iterator[dict[str, Any]]:
+    """A manifest's rows one at a time, as dicts, never the whole file in memory (Parquet is read ``chunk_rows``
+    rows at a time). Raises ValueError when the first row has no ``id`` column."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        records = _parquet_records(path, chunk_rows)
+    elif suffix == ".csv":
+        records = _csv_records(path)
+    else:
+        records = _jsonl_records(path, report)
+    for i, rec in enumerate(records):
+        if i == 0 and "id" not in rec:
+            raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(rec)}")
+        yield rec
+
+
+def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV read line by line, each line UTF-8, else cp1252, else latin-1 (as ``load_manifest``)."""
+    with path.open("rb") as fh:
+        lines = (decode_bytes(line.removeprefix(b"\xef\xbb\xbf") if i == 0 else line)[0] for i, line in enumerate(fh))
+        yield from csv.DictReader(lines)
+
+
+def manifest_sample(
+    record: dict[str, Any],
+    row: int | str,
+    base: Path,
+    report: ProblemReport,
+    name: str = "manifest",
+    allow_outside: bool = False,
+) -> tuple[Sample, bool] | None:
+    """One manifest row (``row``: its 1-based number or where it is) as (sample, is_labelled); media paths are
+    relative to ``base`` and inside it unless ``allow_outside``. A row without an id is reported and gives None."""
+    sid = _field(record, "id")
+    where = f"row {row}" if isinstance(row, int) else row
+    if not sid:
+        report.add("bad_row", where, f"{name} {where} has no id; skipped")
+        return None
+    text = record.get("text")
+    text = " ".join(str(text).split()) if text is not None else ""
+    if not text:
+        report.add("empty_text", sid, "text is empty")
+    media = {m: _media_path(record, m, base, sid, report, allow_outside) for m in ("image", "audio")}
+    label = _field(record, "label")
+    group = _field(record, "group") or None  # optional: samples of one group stay on one side of a split
+    sample = Sample(id=sid, text=text or None, **media, label=label, group=group)
+    return sample, label.lower() not in _UNLABELLED
+
+
 def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outside: bool = False) -> DatasetBundle:
-    """CSV, JSONL (one object a line) or JSON (a list of objects) with columns id, text, image and audio (paths,
-    relative to the manifest and inside its folder unless ``allow_outside``), label (empty = predict).
+    """CSV, JSONL (one object a line), JSON (a list of objects) or Parquet with columns id, text, image and audio
+    (paths, relative to the manifest and inside its folder unless ``allow_outside``), label (empty = predict),
+    optional group.
 
     Lines that are not UTF-8 fall back to cp1252 then latin-1; a row the file format rejects (a cell over the csv
     module's limit, a JSONL line that is not an object) is reported with its line and left out.
     """
     path = Path(path)
     report = ProblemReport()
-    records = list(_manifest_records(path, report))
+    if path.suffix.lower() == ".parquet":
+        records = [(i, rec) for i, rec in enumerate(iter_manifest_records(path, report), 1)]
+    else:
+        records = list(_manifest_records(path, report))
     if records and not any("id" in rec for _, rec in records):
         raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0][1])}")
-
-    def rows() -> Iterable[tuple[Sample, bool]]:
-        for where, rec in records:
-            sid = _field(rec, "id")
-            if not sid:
-                report.add("bad_row", where, f"{path} {where} has no id; skipped")
-                continue
-            text = rec.get("text")
-            text = " ".join(str(text).split()) if text is not None else ""
-            if not text:
-                report.add("empty_text", sid, "text is empty")
-            media = {m: _media_path(rec, m, path.parent, sid, report, allow_outside) for m in ("image", "audio")}
-            label = _field(rec, "label")
-            group = _field(rec, "group") or None  # optional: samples of one group stay on one side of a split
-            yield Sample(id=sid, text=text or None, **media, label=label, group=group), label.lower() not in _UNLABELLED
-
-    return _finish(rows(), labels, report, name=path.stem)
+    parsed = (manifest_sample(rec, where, path.parent, report, str(path), allow_outside) for where, rec in records)
+    return _finish((row for row in parsed if row is not None), labels, report, name=path.stem)
 
 
 def _manifest_records(path: Path, report: ProblemReport) -> Iterator[tuple[str, dict[str, Any]]]:

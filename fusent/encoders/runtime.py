@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from ..atomic import atomic_target
+from ..threads import onnx_session_options
 from .base import Encoder
 from .image import RUN_IMAGES, EfficientNetLiteEncoder, feature_map_outputs
 from .text import TextEncoder
@@ -67,11 +68,7 @@ class OnnxImageEncoder(Encoder):
         self.path = Path(directory or DEFAULT_ONNX_DIR) / f"{base.cache_key()}.onnx"
         if not self.path.exists():
             self._export()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # ORT's idle workers otherwise spin after each run, taking the cores from the torch text encoder next
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = onnx_session_options()  # torch's thread count, idle workers sleep instead of spinning
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         base.model = None  # the torch weights are no longer needed
 
