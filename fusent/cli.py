@@ -1,5 +1,8 @@
 """``fusent`` command line: train, compare, evaluate, predict, serve. Logs and progress go to stderr, results to
-stdout."""
+stdout. A usage error is one line on stderr (exit code 2); ``--debug`` adds the traceback.
+
+Only torch-free modules are imported here at start-up (``fusent --help`` answers in well under a second): the
+models, data and training are imported inside the commands that use them."""
 
 from __future__ import annotations
 
@@ -7,31 +10,120 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
-from .pipeline import EncoderSettings
-from .training import TrainConfig
+try:  # Typer >= 0.2x carries its own copy of click: its exceptions are the ones raised
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+from .options import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    ClassWeights,
+    Device,
+    EncoderSettings,
+    LossName,
+    OptimizerName,
+    OptionError,
+    OutputFormat,
+    ScheduleName,
+    TextPooling,
+    TrainConfig,
+)
 
 #: compare's early-stopping patience: the attention heads peak within a few epochs. On MVSA (13 heads x 5 seeds)
 #: 5 stale epochs instead of 8 changed the selected epoch of 11 of 65 runs, the best head's mean macro-F1 by 0.0005
 #: (native_combine's by 0.006) and took 26% less time (7.5 instead of 10.1-10.8 minutes on 2 cores).
 COMPARE_PATIENCE = 5
 
+#: Set by ``--debug`` (or FUSENT_DEBUG=1): errors then show their traceback.
+_STATE = {"debug": False}
+#: Errors that are the user's to fix (an option, a path, a layout): exit code 2, like a command-line usage error.
+_USAGE_ERRORS = (OptionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _Group(TyperGroup):
+    """Typer's group with every error said in one line on stderr: what is wrong and what to do. Usage errors (bad
+    options, paths, layouts) exit with 2, anything else with 1; ``--debug`` prints the traceback first (and lets an
+    unexpected exception propagate, as a test runner wants)."""
+
+    def main(self, args: Sequence[str] | None = None, *pargs: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        _STATE["debug"] = os.environ.get("FUSENT_DEBUG", "") not in ("", "0")
+        try:
+            code = super().main(args, *pargs, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()
+            code = 2
+        except click_errors.UsageError as exc:
+            hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+            code = _fail(exc, _one_line(exc.format_message()).rstrip(".") + hint, exc.exit_code)
+        except click_errors.ClickException as exc:
+            code = _fail(exc, _one_line(exc.format_message()), exc.exit_code)
+        except typer.Abort:
+            code = _fail(None, "aborted", 1)
+        except _USAGE_ERRORS as exc:
+            code = _fail(exc, _one_line(exc), 2)
+        except Exception as exc:
+            if _STATE["debug"]:
+                raise
+            code = _fail(None, f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", 1)
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _fail(exc: BaseException | None, message: str, code: int) -> int:
+    if exc is not None and _STATE["debug"]:
+        traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"error: {message}", err=True)
+    return code
+
+
 app = typer.Typer(
+    cls=_Group,
+    rich_markup_mode=None,
     help="fusent: multimodal (text + image + audio) sentiment analysis. Train a fusion head on frozen pretrained "
     "encoders, evaluate it, and predict labels for new posts. Runs offline with the packaged default encoders.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 80},
 )
 log = logging.getLogger("fusent")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"fusent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="On an error, show the full traceback too.")] = False,
+) -> None:
+    _STATE["debug"] = _STATE["debug"] or debug
+
 
 DataOpt = Annotated[
     Path,
@@ -57,6 +149,8 @@ AllowOutsideOpt = Annotated[bool, typer.Option("--allow-outside", help=_ALLOW_OU
 
 
 def _setup() -> None:
+    if _STATE["debug"]:
+        logging.getLogger("fusent").setLevel(logging.DEBUG)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
     import transformers
 
@@ -138,7 +232,7 @@ _SHARED_OPTIONS = [
     _opt(
         "text_model", str, _ES.text_model, "HF id or folder; the default MiniLM resolves offline to its PyPI package."
     ),
-    _opt("text_pooling", str, _ES.text_pooling, "cls | mean | last4 (mean of last four layers, paper 003)."),
+    _opt("text_pooling", TextPooling, _ES.text_pooling, "cls | mean | last4 (mean of last four layers, paper 003)."),
     _opt("max_length", int, _ES.max_length, "Max text tokens."),
     _opt(
         "image_model",
@@ -210,9 +304,9 @@ _SHARED_OPTIONS = [
     _opt("batch_size", int, _TC.batch_size, "Batch size."),
     _opt("lr", float, _TC.lr, "Learning rate of the head."),
     _opt("weight_decay", float, _TC.weight_decay, "Weight decay."),
-    _opt("optimizer", str, _TC.optimizer, "adamw | sgd (with --momentum)."),
+    _opt("optimizer", OptimizerName, _TC.optimizer, "adamw | sgd (with --momentum)."),
     _opt("momentum", float, _TC.momentum, "SGD momentum."),
-    _opt("schedule", str, _TC.schedule, "Learning rate after warm-up: constant | cosine | linear (decay to 0)."),
+    _opt("schedule", ScheduleName, _TC.schedule, "Learning rate after warm-up: constant, cosine or linear decay."),
     _opt("warmup_epochs", float, _TC.warmup_epochs, "Linear learning-rate warm-up over this many epochs."),
     _opt("dropout", float | None, None, "Dropout inside the head (default: the head's own)."),
     _opt("hidden", int | None, None, "Hidden width of the head's classifier (default: the head's own)."),
@@ -223,10 +317,10 @@ _SHARED_OPTIONS = [
         f"Early-stop after this many epochs without better val macro-F1 (MAE) (default: {_TC.patience}; compare: "
         f"{COMPARE_PATIENCE}).",
     ),
-    _opt("class_weights", str, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
+    _opt("class_weights", ClassWeights, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
     _opt(
         "loss",
-        str,
+        LossName,
         _TC.loss,
         "auto (ce, or l1 for regression) | ce (cross-entropy) | focal (paper 002) | l1 | mse (regression).",
     ),
@@ -249,7 +343,7 @@ _SHARED_OPTIONS = [
     ),
     _opt("limit", int | None, None, "Use only the first N labelled and N unlabelled samples."),
     _opt("cache_dir", Path | None, None, "Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent)."),
-    _opt("device", str | None, None, "cpu / cuda (default: cuda if available)."),
+    _opt("device", Device | None, None, "cpu | cuda | mps (default: cuda if available)."),
 ]
 
 
@@ -278,17 +372,21 @@ def _configs(
     """Encoder settings, training config and each head's kwargs from the shared options (plus e.g. ``seed``)."""
     o = {**options, **extra}
     settings = EncoderSettings(
-        o["text_model"],
-        o["text_pooling"],
-        o["max_length"],
-        o["finetune_text_layers"],
-        o["image_model"],
-        o["device"],
-        o["audio_model"],
-        o["audio_seconds"] or None,
+        text_model=o["text_model"],
+        text_pooling=o["text_pooling"],
+        max_length=o["max_length"],
+        finetune_text_layers=o["finetune_text_layers"],
+        image_model=o["image_model"],
+        device=o["device"],
+        audio_model=o["audio_model"],
+        audio_seconds=o["audio_seconds"] or None,
     )
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields and v is not None})
+    if settings.device is not None:  # refused here, before any data is read, when this machine lacks it
+        from .encoders.base import pick_device
+
+        pick_device(settings.device)
     shared = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}  # every head takes these
     head_kwargs = {h: {**shared, **kw} for h, kw in _parse_head_args(o["head_arg"] or [], heads).items()}
     return settings, config, head_kwargs
@@ -622,24 +720,39 @@ def predict(
     all_rows: Annotated[
         bool, typer.Option("--all", help="Predict every sample, not only the unlabelled ones.")
     ] = False,
+    proba: Annotated[
+        bool, typer.Option("--proba", help="Add a probability column per class (p_<label>; calibrated).")
+    ] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="csv | jsonl (one object a line).")] = (
+        OutputFormat.CSV
+    ),
+    device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples encoded at a time.")] = 32,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
-    """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
-    id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
-    still predicted from what they have."""
+    """Write predictions in the dataset's own columns (guid,tag for MVSA; id,label for a manifest; id,score-style
+    for a regression checkpoint) for every id of test_without_label (or manifest rows without a label). Samples
+    with a broken or missing modality are still predicted from what they have."""
     _setup()
-    from .pipeline import write_predictions
     from .predict import Predictor
+    from .prediction_file import write_prediction_file
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, device=device)
+    if proba and predictor.task.name != "classification":
+        raise typer.BadParameter("a regression checkpoint predicts scores, no probabilities", param_hint="--proba")
     bundle = _load_for(data, predictor.model.config, allow_outside)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
-    labels = predictor.predict_samples(samples, bundle.report, progress=not quiet)
-    write_predictions(out, [s.id for s in samples], labels, bundle.prediction_header)
+    outputs = predictor.outputs(samples, bundle.report, progress=not quiet, batch_size=batch_size)
+    labels = predictor.task.decode(outputs, predictor.labels)
+    probs = predictor.task.probabilities(outputs, predictor.model.config.temperature).tolist() if proba else None
+    ids = [s.id for s in samples]
+    write_prediction_file(
+        out, ids, labels, bundle.prediction_header, fmt=output_format, proba=probs, proba_labels=predictor.labels
+    )
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)
@@ -665,7 +778,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
-    device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")] = None,
+    device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
     GET /metadata, a web page at /, OpenAPI docs at /docs. Needs the serve extra: pip install 'fusent[serve]'."""
@@ -692,6 +805,28 @@ def serve(
     )
     options = {"device": device, "quantize_text": quantize_text, "onnx": onnx}
     run_server(str(checkpoint), host, port, settings, options)
+
+
+@app.command()
+def models() -> None:
+    """List the encoders that work offline: packaged, trained here, feature extractors, and the Hugging Face models
+    in the local cache. Any other Hugging Face id needs internet; a local folder works anywhere."""
+    _setup()
+    from .encoders import trainable_names
+    from .encoders.audio import FEATURE_WIDTHS
+    from .encoders.image import _EFFICIENTNET_SIZES
+    from .hub import cached_models
+
+    lines = [
+        "text  (--text-model): minilm = sentence-transformers/all-MiniLM-L6-v2 (packaged)",
+        f"image (--image-model): {', '.join(_EFFICIENTNET_SIZES)} (packaged); "
+        f"{', '.join(trainable_names('image'))} (trained here); none",
+        f"audio (--audio-model): auto; {', '.join(trainable_names('audio'))} (trained here); "
+        f"{', '.join(FEATURE_WIDTHS)} (features); none",
+        "cached Hugging Face models: " + (", ".join(cached_models()) or "none"),
+        "or a local folder with a Hugging Face model (config.json + weights) for any of the three",
+    ]
+    typer.echo("\n".join(lines))
 
 
 @app.command()

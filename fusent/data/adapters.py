@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..options import OptionError
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
 from .text import decode_text
 
@@ -229,8 +230,13 @@ def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outsi
     path = Path(path)
     report = ProblemReport()
     records = list(_manifest_records(path, report))
-    if records and not any("id" in rec for _, rec in records):
+    if not records:
+        raise OptionError(f"manifest {path} has no rows: give a header id,text,image,audio,label and a row per post")
+    if not any("id" in rec for _, rec in records):
         raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0][1])}")
+    if not any(m in rec for _, rec in records for m in MODALITIES):
+        columns = ",".join(records[0][1])
+        raise OptionError(f"manifest {path} has no text, image or audio column (only {columns}): nothing to read")
 
     def rows() -> Iterable[tuple[Sample, bool]]:
         for where, rec in records:
@@ -247,7 +253,9 @@ def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outsi
             group = _field(rec, "group") or None  # optional: samples of one group stay on one side of a split
             yield Sample(id=sid, text=text or None, **media, label=label, group=group), label.lower() not in _UNLABELLED
 
-    return _finish(rows(), labels, report, name=path.stem)
+    bundle = _finish(rows(), labels, report, name=path.stem)
+    bundle.prediction_header = "id,label"  # predictions in the manifest's own columns, so they read back in
+    return bundle
 
 
 def _manifest_records(path: Path, report: ProblemReport) -> Iterator[tuple[str, dict[str, Any]]]:
