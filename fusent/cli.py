@@ -39,6 +39,7 @@ from .options import (
     ScheduleName,
     TextPooling,
     TrainConfig,
+    check_device,
 )
 
 #: compare's early-stopping patience: the attention heads peak within a few epochs. On MVSA (13 heads x 5 seeds)
@@ -739,7 +740,7 @@ def predict(
     from .predict import Predictor
     from .prediction_file import write_prediction_file
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir, device=device)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, device=check_device(device))
     if proba and predictor.task.name != "classification":
         raise typer.BadParameter("a regression checkpoint predicts scores, no probabilities", param_hint="--proba")
     bundle = _load_for(data, predictor.model.config, allow_outside)
@@ -803,7 +804,7 @@ def serve(
         workers=workers,
         max_queue=max_queue,
     )
-    options = {"device": device, "quantize_text": quantize_text, "onnx": onnx}
+    options = {"device": check_device(device), "quantize_text": quantize_text, "onnx": onnx}
     run_server(str(checkpoint), host, port, settings, options)
 
 

@@ -106,8 +106,10 @@ def choice(enum: type[StrEnum], value: Any, name: str) -> StrEnum:
 def check_device(value: str | None, name: str = "device") -> str | None:
     """A device spelling torch will accept (cpu, cuda, cuda:N, mps) or None (= pick); availability is checked where
     the device is used, since asking needs torch."""
-    if value is None or re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(value)):
-        return value
+    if value is None:
+        return None
+    if re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(value)):
+        return str(value)  # a plain string, also for a Device member
     raise OptionError(f"{flag(name)} must be cpu, cuda, cuda:N or mps (or left out); got {value!r}", flag(name))
 
 
