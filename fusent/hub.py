@@ -56,7 +56,11 @@ def check_model_available(name: str, kind: str) -> None:
         return
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
     if looks_like_path:
-        raise OptionError(f"{kind} model folder {name} does not exist: pass an existing folder to {option}", option)
+        raise OptionError(
+            f"{kind} model folder {name} does not exist: pass an existing folder to {option}, or one of the "
+            "built-in encoders `fusent models` lists",
+            option,
+        )
     if not hub_reachable():
         raise OptionError(
             f"{kind} model {name!r} is not a local folder nor in the Hugging Face cache, and the Hub is out of reach "
