@@ -1,5 +1,8 @@
 """``fusent`` command line: train, compare, evaluate, predict, serve. Logs and progress go to stderr, results to
-stdout."""
+stdout. A usage error is one line on stderr (exit code 2); ``--debug`` adds the traceback.
+
+Only torch-free modules are imported here at start-up (``fusent --help`` answers in well under a second): the
+models, data and training are imported inside the commands that use them."""
 
 from __future__ import annotations
 
@@ -7,31 +10,121 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
-from .pipeline import EncoderSettings
-from .training import TrainConfig
+try:  # Typer >= 0.2x carries its own copy of click: its exceptions are the ones raised
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+from .options import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    ClassWeights,
+    Device,
+    EncoderSettings,
+    LossName,
+    OptimizerName,
+    OptionError,
+    OutputFormat,
+    ScheduleName,
+    TextPooling,
+    TrainConfig,
+    check_device,
+)
 
 #: compare's early-stopping patience: the attention heads peak within a few epochs. On MVSA (13 heads x 5 seeds)
 #: 5 stale epochs instead of 8 changed the selected epoch of 11 of 65 runs, the best head's mean macro-F1 by 0.0005
 #: (native_combine's by 0.006) and took 26% less time (7.5 instead of 10.1-10.8 minutes on 2 cores).
 COMPARE_PATIENCE = 5
 
+#: Set by ``--debug`` (or FUSENT_DEBUG=1): errors then show their traceback.
+_STATE = {"debug": False}
+#: Errors that are the user's to fix (an option, a path, a layout): exit code 2, like a command-line usage error.
+_USAGE_ERRORS = (OptionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _Group(TyperGroup):
+    """Typer's group with every error said in one line on stderr: what is wrong and what to do. Usage errors (bad
+    options, paths, layouts) exit with 2, anything else with 1; ``--debug`` prints the traceback first (and lets an
+    unexpected exception propagate, as a test runner wants)."""
+
+    def main(self, args: Sequence[str] | None = None, *pargs: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        _STATE["debug"] = os.environ.get("FUSENT_DEBUG", "") not in ("", "0")
+        try:
+            code = super().main(args, *pargs, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()
+            code = 2
+        except click_errors.UsageError as exc:
+            hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+            code = _fail(exc, _one_line(exc.format_message()).rstrip(".") + hint, exc.exit_code)
+        except click_errors.ClickException as exc:
+            code = _fail(exc, _one_line(exc.format_message()), exc.exit_code)
+        except typer.Abort:
+            code = _fail(None, "aborted", 1)
+        except _USAGE_ERRORS as exc:
+            code = _fail(exc, _one_line(exc), 2)
+        except Exception as exc:
+            if _STATE["debug"]:
+                raise
+            code = _fail(None, f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", 1)
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _fail(exc: BaseException | None, message: str, code: int) -> int:
+    if exc is not None and _STATE["debug"]:
+        traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"error: {message}", err=True)
+    return code
+
+
 app = typer.Typer(
+    cls=_Group,
+    rich_markup_mode=None,
     help="fusent: multimodal (text + image + audio) sentiment analysis. Train a fusion head on frozen pretrained "
     "encoders, evaluate it, and predict labels for new posts. Runs offline with the packaged default encoders.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 80},
 )
 log = logging.getLogger("fusent")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"fusent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="On an error, show the full traceback too.")] = False,
+) -> None:
+    _STATE["debug"] = _STATE["debug"] or debug
+
 
 DataOpt = Annotated[
     Path,
@@ -59,7 +152,9 @@ ThreadsOpt = Annotated[int | None, typer.Option(min=1, help=THREADS_HELP)]
 
 
 def _setup(threads: int | None = None) -> None:
-    """Logging to stderr, quiet transformers, and every CPU thread pool sized once (``fusent.threads``)."""
+    """Logging to stderr (debug level with --debug), quiet transformers, and every CPU thread pool sized once
+    (``fusent.threads``)."""
+    logging.getLogger("fusent").setLevel(logging.DEBUG if _STATE["debug"] else logging.NOTSET)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
     from .threads import configure_threads
 
@@ -148,7 +243,7 @@ _SHARED_OPTIONS = [
         "HF id or folder; the default MiniLM resolves offline to its PyPI package; mpnet (all-mpnet-base-v2, after "
         "`fusent models install mpnet`).",
     ),
-    _opt("text_pooling", str, _ES.text_pooling, "cls | mean | last4 (mean of last four layers, paper 003)."),
+    _opt("text_pooling", TextPooling, _ES.text_pooling, "cls | mean | last4 (mean of last four layers, paper 003)."),
     _opt("max_length", int, _ES.max_length, "Max text tokens."),
     _opt(
         "image_model",
@@ -220,9 +315,9 @@ _SHARED_OPTIONS = [
     _opt("batch_size", int, _TC.batch_size, "Batch size."),
     _opt("lr", float, _TC.lr, "Learning rate of the head."),
     _opt("weight_decay", float, _TC.weight_decay, "Weight decay."),
-    _opt("optimizer", str, _TC.optimizer, "adamw | sgd (with --momentum)."),
+    _opt("optimizer", OptimizerName, _TC.optimizer, "adamw | sgd (with --momentum)."),
     _opt("momentum", float, _TC.momentum, "SGD momentum."),
-    _opt("schedule", str, _TC.schedule, "Learning rate after warm-up: constant | cosine | linear (decay to 0)."),
+    _opt("schedule", ScheduleName, _TC.schedule, "Learning rate after warm-up: constant, cosine or linear decay."),
     _opt("warmup_epochs", float, _TC.warmup_epochs, "Linear learning-rate warm-up over this many epochs."),
     _opt("dropout", float | None, None, "Dropout inside the head (default: the head's own)."),
     _opt("hidden", int | None, None, "Hidden width of the head's classifier (default: the head's own)."),
@@ -233,10 +328,10 @@ _SHARED_OPTIONS = [
         f"Early-stop after this many epochs without better val macro-F1 (MAE) (default: {_TC.patience}; compare: "
         f"{COMPARE_PATIENCE}).",
     ),
-    _opt("class_weights", str, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
+    _opt("class_weights", ClassWeights, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
     _opt(
         "loss",
-        str,
+        LossName,
         _TC.loss,
         "auto (ce, or l1 for regression) | ce (cross-entropy) | focal (paper 002) | l1 | mse (regression).",
     ),
@@ -259,7 +354,7 @@ _SHARED_OPTIONS = [
     ),
     _opt("limit", int | None, None, "Use only the first N labelled and N unlabelled samples."),
     _opt("cache_dir", Path | None, None, "Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent)."),
-    _opt("device", str | None, None, "cpu / cuda (default: cuda if available)."),
+    _opt("device", Device | None, None, "cpu | cuda | mps (default: cuda if available)."),
     inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, annotation=ThreadsOpt, default=None),
 ]
 
@@ -289,18 +384,22 @@ def _configs(
     """Encoder settings, training config and each head's kwargs from the shared options (plus e.g. ``seed``)."""
     o = {**options, **extra}
     settings = EncoderSettings(
-        o["text_model"],
-        o["text_pooling"],
-        o["max_length"],
-        o["finetune_text_layers"],
-        o["image_model"],
-        o["device"],
-        o["audio_model"],
-        o["audio_seconds"] or None,
+        text_model=o["text_model"],
+        text_pooling=o["text_pooling"],
+        max_length=o["max_length"],
+        finetune_text_layers=o["finetune_text_layers"],
+        image_model=o["image_model"],
+        device=o["device"],
+        audio_model=o["audio_model"],
+        audio_seconds=o["audio_seconds"] or None,
     )
     _require_packs(settings)
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields and v is not None})
+    if settings.device is not None:  # refused here, before any data is read, when this machine lacks it
+        from .encoders.base import pick_device
+
+        pick_device(settings.device)
     shared = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}  # every head takes these
     head_kwargs = {h: {**shared, **kw} for h, kw in _parse_head_args(o["head_arg"] or [], heads).items()}
     return settings, config, head_kwargs
@@ -635,6 +734,13 @@ def predict(
     all_rows: Annotated[
         bool, typer.Option("--all", help="Predict every sample, not only the unlabelled ones.")
     ] = False,
+    proba: Annotated[
+        bool, typer.Option("--proba", help="Add a probability column per class (p_<label>; calibrated).")
+    ] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="csv | jsonl (one object a line).")] = (
+        OutputFormat.CSV
+    ),
+    device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
@@ -643,7 +749,7 @@ def predict(
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Manifest files: posts predicted and written (flushed) together.")
+        int, typer.Option(min=1, help="Posts encoded together (manifest files: also written and flushed together).")
     ] = 256,
     resume: Annotated[
         bool, typer.Option(help="Manifest files: append to --out, skipping the ids it already holds.")
@@ -652,27 +758,41 @@ def predict(
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
-    """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
-    id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
-    still predicted from what they have. A manifest file (.csv, .jsonl, .parquet) is streamed: read and written
-    --batch-size rows at a time with a progress bar, in flat memory, and --resume continues an interrupted run."""
+    """Write predictions in the dataset's own columns (guid,tag for MVSA; id,label for a manifest; id,score for a
+    regression checkpoint) for every id of test_without_label (or manifest rows without a label). Samples with a
+    broken or missing modality are still predicted from what they have. A manifest file (.csv, .jsonl, .parquet)
+    is streamed as CSV: read and written --batch-size rows at a time with a progress bar, in flat memory, and
+    --resume continues an interrupted run (--proba and --format jsonl read the manifest whole)."""
     _setup(threads)
     from .data.adapters import is_manifest_file
-    from .pipeline import write_predictions
     from .predict import Predictor
+    from .prediction_file import write_prediction_file
 
-    if is_manifest_file(data):
-        _predict_stream(checkpoint, data, out, all_rows, cache_dir, batch_size, resume, quiet, allow_outside)
+    streamable = not proba and output_format == OutputFormat.CSV
+    if is_manifest_file(data) and streamable:
+        _predict_stream(
+            checkpoint, data, out, all_rows, cache_dir, batch_size, resume, quiet, allow_outside, check_device(device)
+        )
         return
     if resume:
-        raise typer.BadParameter("--resume is for manifest files (.csv, .jsonl, .parquet)", param_hint="--resume")
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir)
+        raise typer.BadParameter(
+            "--resume is for manifest files (.csv, .jsonl, .parquet) written as CSV without --proba",
+            param_hint="--resume",
+        )
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, device=check_device(device))
+    if proba and predictor.task.name != "classification":
+        raise typer.BadParameter("a regression checkpoint predicts scores, no probabilities", param_hint="--proba")
     bundle = _load_for(data, predictor.model.config, allow_outside)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
-    labels = predictor.predict_samples(samples, bundle.report, progress=not quiet)
-    write_predictions(out, [s.id for s in samples], labels, bundle.prediction_header)
+    outputs = predictor.outputs(samples, bundle.report, progress=not quiet, batch_size=batch_size)
+    labels = predictor.task.decode(outputs, predictor.labels)
+    probs = predictor.task.probabilities(outputs, predictor.model.config.temperature).tolist() if proba else None
+    ids = [s.id for s in samples]
+    write_prediction_file(
+        out, ids, labels, bundle.prediction_header, fmt=output_format, proba=probs, proba_labels=predictor.labels
+    )
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)
@@ -688,6 +808,7 @@ def _predict_stream(
     resume: bool,
     quiet: bool,
     allow_outside: bool = False,
+    device: str | None = None,
 ) -> None:
     from .predict import Predictor
     from .stream import ManifestError, StreamReport, predict_manifest
@@ -696,7 +817,7 @@ def _predict_stream(
         raise typer.BadParameter(f"no manifest file at {data}", param_hint="--data")
     if resume and (out is None or str(out) == "-"):
         raise typer.BadParameter("--resume needs --out: the ids already written are read back from it")
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir, use_cache=cache_dir is not None)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, use_cache=cache_dir is not None, device=device)
     report = StreamReport()
     try:
         written = predict_manifest(
@@ -740,7 +861,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
-    device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")] = None,
+    device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
     GET /metadata, a web page at /, OpenAPI docs at /docs. Needs the serve extra: pip install 'fusent[serve]'."""
@@ -761,7 +882,7 @@ def serve(
         workers=workers,
         max_queue=max_queue,
     )
-    options = {"device": device, "quantize_text": quantize_text, "onnx": onnx}
+    options = {"device": check_device(device), "quantize_text": quantize_text, "onnx": onnx}
     run_server(str(checkpoint), host, port, settings, options)
 
 
@@ -779,18 +900,38 @@ def _require_packs(settings: EncoderSettings) -> None:
 
 
 models_app = typer.Typer(
-    help="Encoder packs: list the encoders fusent knows, install the optional ones offline from the package index.",
-    no_args_is_help=True,
+    help="Encoders that work offline: `fusent models` (or `models list`) lists them, `models install NAME` installs "
+    "an optional pack from the package index.",
+    invoke_without_command=True,
 )
 app.add_typer(models_app, name="models")
 
 
+@models_app.callback()
+def _models(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        models_list()
+
+
 @models_app.command("list")
 def models_list() -> None:
-    """Name, modality, parameters, download size, licence and whether each encoder is installed here."""
+    """The encoders that work offline: the packs (name, modality, parameters, download size, licence, installed
+    here or not), the networks trained here, the feature extractors and the Hugging Face models in the local cache.
+    Any other Hugging Face id needs internet; a local folder works anywhere."""
+    from .encoders import trainable_names
+    from .encoders.audio import FEATURE_WIDTHS
+    from .hub import cached_models
     from .packs import pack_table
 
-    typer.echo(pack_table())
+    lines = [
+        pack_table(),
+        "",
+        f"trained here: image {', '.join(trainable_names('image'))}; audio {', '.join(trainable_names('audio'))}",
+        f"audio features (--audio-model): {', '.join(FEATURE_WIDTHS)}",
+        "cached Hugging Face models: " + (", ".join(cached_models()) or "none"),
+        "or a local folder with a Hugging Face model (config.json + weights) for any modality",
+    ]
+    typer.echo("\n".join(lines))
 
 
 @models_app.command("install")

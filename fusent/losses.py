@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LossName = Literal["auto", "ce", "focal", "l1", "mse"]
+from .options import LossName
+
 #: Losses by task; ``auto`` picks the first: cross-entropy, or L1 as MMSA and paper 001 train sentiment scores.
 TASK_LOSSES: dict[str, tuple[str, ...]] = {"classification": ("ce", "focal"), "regression": ("l1", "mse")}
 

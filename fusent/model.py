@@ -137,8 +137,7 @@ class FusentModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str | None = None) -> FusentModel:
         """Load without pickle: JSON config, then safetensors tensors into a freshly built model."""
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"{directory} is not a fusent checkpoint (no {CONFIG_NAME})")
+        check_checkpoint(directory)
         config = ModelConfig(**json.loads((directory / CONFIG_NAME).read_text()))
         text_encoder = None
         if config.finetune_text:
@@ -146,6 +145,19 @@ class FusentModel(nn.Module):
         model = cls(config, text_encoder, trainable_encoders(config, device))
         load_model(model, str(directory / WEIGHTS_NAME), strict=True)
         return model.to(pick_device(device)).eval()
+
+
+def check_checkpoint(directory: Path) -> None:
+    """Refuse, in one line that says what to pass instead, a folder that is not a checkpoint: most often the run
+    folder ``fusent train`` wrote, whose checkpoint is its ``checkpoint`` subfolder."""
+    from .options import OptionError
+
+    if (directory / CONFIG_NAME).is_file():
+        return
+    if (directory / "checkpoint" / CONFIG_NAME).is_file():
+        raise OptionError(f"{directory} is a run folder, not a checkpoint: pass {directory / 'checkpoint'}")
+    what = "does not exist" if not directory.exists() else f"is not a fusent checkpoint (no {CONFIG_NAME})"
+    raise OptionError(f"{directory} {what}: pass the checkpoint folder a `fusent train` run wrote (RUN/checkpoint)")
 
 
 def trainable_encoders(config: ModelConfig, device: str | None = None) -> dict[str, TrainableEncoder]:

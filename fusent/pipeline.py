@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import copy
-import csv
-import dataclasses
-import io
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,14 +12,10 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write
 from .calibration import fit_temperature
-from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
+from .data import DatasetBundle, Sample, load_dataset, split_labelled
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, Split, cv_from_file, cv_splits
 from .encoders import (
-    DEFAULT_AUDIO_SECONDS,
-    DEFAULT_IMAGE_MODEL,
-    DEFAULT_TEXT_MODEL,
     Encoder,
     TextEncoder,
     create_audio_encoder,
@@ -33,57 +25,11 @@ from .encoders.base import pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
 from .model import FusentModel, ModelConfig, trainable_encoders
+from .options import EncoderSettings
 from .tasks import get_task
 from .training import TrainConfig, TrainResult, predict_logits, train_model
 
 log = logging.getLogger("fusent")
-
-
-#: What ``audio_model="auto"`` becomes when the dataset has audio: paper 003's network, trained with the head.
-DEFAULT_AUDIO_MODEL = "lstm-cnn"
-
-
-@dataclass
-class EncoderSettings:
-    """Which encoders produce the features. ``image_model="none"`` drops the image modality (text-only data);
-    ``audio_model="auto"`` uses ``DEFAULT_AUDIO_MODEL`` when the dataset has audio, else none. A modality no sample
-    of the dataset has is dropped (and noted), so e.g. RAVDESS trains text + audio without an empty image input."""
-
-    text_model: str = DEFAULT_TEXT_MODEL
-    text_pooling: str = "mean"
-    max_length: int = 128
-    finetune_text_layers: int = 0
-    image_model: str = DEFAULT_IMAGE_MODEL
-    device: str | None = None
-    audio_model: str = "auto"
-    audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
-
-    def text_config(self) -> dict[str, Any]:
-        return {
-            "name": self.text_model,
-            "pooling": self.text_pooling,
-            "max_length": self.max_length,
-            "finetune_layers": self.finetune_text_layers,
-        }
-
-    def image_config(self) -> dict[str, Any]:
-        return {"name": self.image_model}
-
-    def audio_config(self) -> dict[str, Any]:
-        return {"name": self.audio_model, "max_seconds": self.audio_seconds}
-
-    def for_dataset(self, samples: Sequence[Sample], report: ProblemReport) -> EncoderSettings:
-        """These settings with ``auto`` resolved and the image / audio encoder dropped where no sample has one."""
-        changes: dict[str, Any] = {}
-        for modality in ("image", "audio"):
-            name = getattr(self, f"{modality}_model")
-            has = any(getattr(s, modality) is not None for s in samples)
-            if name == "auto":
-                changes[f"{modality}_model"] = DEFAULT_AUDIO_MODEL if has else "none"
-            elif name != "none" and not has:
-                changes[f"{modality}_model"] = "none"
-                report.note(f"no_{modality}_in_dataset")
-        return dataclasses.replace(self, **changes)
 
 
 def build_encoders(
@@ -367,11 +313,6 @@ def write_predictions(
 ) -> None:
     """``guid,tag`` rows (the MVSA test file's own format; ``id,score`` with 4-decimal scores for regression) to
     ``path``, or to stdout when path is None/'-'."""
-    cells = [f"{v:.4f}" if isinstance(v, float) else v for v in labels]
-    rows = [header.split(","), *zip(ids, cells, strict=True)]
-    if path is None or str(path) == "-":
-        csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
-        return
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows)
-    atomic_write(path, text.getvalue())
+    from .prediction_file import write_prediction_file
+
+    write_prediction_file(path, ids, labels, header)

@@ -40,9 +40,11 @@ class InputError(ValueError):
 
 class Prediction(list):
     """``[{"label": ..., "score": ...}, ...]`` sorted by score, exactly a Hugging Face pipeline's answer, plus
-    ``contributions`` (modality -> share of the decision, for the modalities given) and how they were measured:
-    ``"learned_weights"`` (the head's own modality weights) or ``"masking"`` (the drop of the top label's
-    probability when that modality alone is hidden)."""
+    ``contributions``: modality -> its signed share of the decision, for the modalities given, and how they were
+    measured. ``"learned_weights"``: the head's own modality weights renormalised over the modalities the post has
+    (each >= 0, summing to 1). ``"masking"``: how much the top label's probability (the score, for regression)
+    falls when that modality alone is hidden; positive = it argued for the answer, negative = against it. Masking
+    shares need not sum to 1, nor to the score: modalities interact."""
 
     def __init__(
         self,
@@ -55,6 +57,14 @@ class Prediction(list):
         self.contributions, self.contribution_method = contributions, contribution_method
         #: what was wrong with an input but tolerated, as at training time (e.g. silent audio): ``{"kind", "detail"}``
         self.warnings = warnings or []
+
+    def top(self, k: int | None) -> Prediction:
+        """The best ``k`` labels (None or more than there are: all), keeping contributions and warnings."""
+        if k is None or k >= len(self):
+            return self
+        if k < 1:
+            raise ValueError(f"top_k must be >= 1 or None (all labels); got {k}")
+        return Prediction(list(self)[:k], self.contributions, self.contribution_method, self.warnings)
 
     @property
     def label(self) -> str | None:
@@ -134,6 +144,9 @@ class Predictor:
         }
         self.labels, self.task = cfg.labels, get_task(cfg.task)
         self.cache = cache
+        #: posts (``predict``, ``predict_batch``, calls) go through the feature cache only when asked: else every
+        #: request would add files to it. Datasets (``predict_samples``, ``outputs``) always use it.
+        self.cache_posts = False
         self.max_image_pixels = MAX_IMAGE_PIXELS
         weights = model.head.report().get("modality_weights")
         self.learned_weights: dict[str, float] | None = dict(weights) if weights else None
@@ -147,10 +160,14 @@ class Predictor:
         device: str | None = None,
         quantize_text: bool = False,
         onnx: bool = False,
+        cache_posts: bool = False,
     ) -> Predictor:
-        """``use_cache=False`` for serving: every request would otherwise add files to the on-disk cache."""
+        """``use_cache``: datasets (``predict_samples``, ``outputs``) go through the on-disk feature cache (False for
+        serving); single posts and calls only with ``cache_posts=True``, or every request would add files."""
         model = FusentModel.from_pretrained(checkpoint, device=device)
-        return cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx)
+        predictor = cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx)
+        predictor.cache_posts = cache_posts and use_cache
+        return predictor
 
     def warm_up(self) -> None:
         """One throw-away prediction with every modality, so the first real request does not pay for
@@ -164,23 +181,34 @@ class Predictor:
     # ------------------------------------------------------------------------------------------ datasets
 
     def features(
-        self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
+        self,
+        samples: Sequence[Sample],
+        report: ProblemReport | None = None,
+        progress: bool = True,
+        batch_size: int = 32,
+        cache: bool = True,
     ) -> FeatureTable:
+        """Encoded ``samples``, through the feature cache when the predictor has one and ``cache``."""
         return build_features(
             samples,
             self.encoders,
-            self.cache,
+            self.cache if cache else None,
             report or ProblemReport(),
+            batch_size=batch_size,
             progress=progress,
             keep_states=self.model.head.uses_states,
         )
 
     def outputs(
-        self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
+        self,
+        samples: Sequence[Sample],
+        report: ProblemReport | None = None,
+        progress: bool = True,
+        batch_size: int = 32,
     ) -> torch.Tensor:
         """The head's raw outputs ``[N, C]`` (logits; ``[N, 1]`` scores for regression); broken modalities count
-        as missing."""
-        return predict_logits(self.model, self.features(samples, report, progress))
+        as missing. ``batch_size`` samples are encoded at a time."""
+        return predict_logits(self.model, self.features(samples, report, progress, batch_size))
 
     def predict_proba_samples(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
@@ -197,6 +225,39 @@ class Predictor:
         return self.task.decode(self.outputs(samples, report, progress), self.labels)
 
     # ------------------------------------------------------------------------------------------ posts
+
+    def __call__(
+        self,
+        inputs: str | bytes | Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        image: Any = None,
+        audio: Any = None,
+        top_k: int | None = None,
+        batch_size: int = 32,
+    ) -> Prediction | list[Prediction]:
+        """Like a Hugging Face pipeline: ``clf("text", image=...)`` or ``clf({"text": ..., "image": ...})`` answers
+        one post, ``clf([{...}, "text", ...])`` a list of them. ``top_k``: the best k labels (None = all, sorted)."""
+        if isinstance(inputs, list | tuple):
+            if image is not None or audio is not None:
+                raise InputError("bad_call", "with a list of posts, give image / audio inside each post's dict")
+            posts = [p if isinstance(p, Mapping) else {"text": p} for p in inputs]
+            return [p.top(top_k) for p in self.predict_batch(posts, batch_size)]
+        post = dict(inputs) if isinstance(inputs, Mapping) else {"text": inputs}
+        post.update({k: v for k, v in {"image": image, "audio": audio}.items() if v is not None})
+        return self._predict_chunk([self.sample(post)])[0].top(top_k)
+
+    def predict_proba(self, posts: Sequence[Mapping[str, Any]] | Mapping[str, Any], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``[N, C]`` (columns in the order of ``self.labels``, calibrated) for one post or a
+        list of posts, as scikit-learn's ``predict_proba``."""
+        if self.task.name != "classification":
+            raise ValueError("this checkpoint predicts regression scores, not class probabilities: use predict")
+        posts = [posts] if isinstance(posts, Mapping) else posts
+        order = {label: j for j, label in enumerate(self.labels)}
+        out = np.zeros((len(posts), len(self.labels)))
+        for i, prediction in enumerate(self.predict_batch(posts, batch_size)):
+            for row in prediction:
+                out[i, order[row["label"]]] = row["score"]
+        return out
 
     def predict(self, text: str | bytes | None = None, image: Any = None, audio: Any = None) -> Prediction:
         """One post -> ``[{"label": ..., "score": ...}]`` sorted by score, with ``.contributions``.
@@ -256,7 +317,7 @@ class Predictor:
     @torch.inference_mode()
     def _predict_chunk(self, samples: list[Sample]) -> list[Prediction]:
         report = ProblemReport()
-        table = self.features(samples, report, progress=False)
+        table = self.features(samples, report, progress=False, cache=self.cache_posts)
         self._check_decoded(samples, table, report)
         model, index = self.model, torch.arange(len(samples))
         inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)

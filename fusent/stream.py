@@ -33,7 +33,7 @@ log = logging.getLogger("fusent")
 #: Posts predicted, written and flushed together. Encoders still run 32 (texts 8, images 4) at a time inside.
 DEFAULT_BATCH_SIZE = 256
 #: Header of the predictions file, the same as the non-streaming path writes for a manifest.
-HEADER = ("guid", "tag")
+HEADER = ("id", "label")  # a manifest's own columns, so predictions read back in
 
 
 class SeenIds:
@@ -189,7 +189,7 @@ def predict_manifest(
     report: ProblemReport | None = None,
     allow_outside: bool = False,
 ) -> int:
-    """Predict the manifest at ``path`` batch by batch, writing ``guid,tag`` rows to ``out`` (stdout when None or
+    """Predict the manifest at ``path`` batch by batch, writing ``id,label`` rows to ``out`` (stdout when None or
     '-') and flushing after each batch; returns the number of rows written. ``allow_outside`` lets rows name media
     files outside the manifest's folder. ``resume`` appends to ``out`` and skips
     the ids it already holds, so each id is written once however often the run is interrupted."""

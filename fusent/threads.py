@@ -130,7 +130,7 @@ def configure_threads(threads: int | None = None) -> int:
     if threads is None:
         threads = _env_threads() or min(usable, free_cpus() or usable)
         if threads < usable:
-            log.info("%d of %d usable CPUs are busy: using %d threads", usable - threads, usable, threads)
+            log.debug("%d of %d usable CPUs are busy: using %d threads", usable - threads, usable, threads)
     elif threads < 1:
         raise ValueError(f"threads must be at least 1; got {threads}")
     elif threads > usable:

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,36 +17,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .features import FeatureTable, ModalityBatch
-from .losses import LossName, info_nce, make_loss
+from .losses import info_nce, make_loss
 from .model import FusentModel
+from .options import ClassWeights, ScheduleName, TrainConfig
 from .tasks import get_task
-
-ClassWeights = Literal["none", "balanced", "sqrt"]
-OptimizerName = Literal["adamw", "sgd"]
-ScheduleName = Literal["constant", "cosine", "linear"]
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    patience: int = 8
-    seed: int = 13
-    class_weights: ClassWeights = "none"
-    loss: LossName = "auto"  # ce (classification) / l1 (regression); or focal (paper 002), mse
-    focal_gamma: float = 2.0
-    modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
-    text_lr: float = 3e-5  # for the fine-tuned text layers only
-    augment: bool = False  # training-time augmentation by encoders trained here (e.g. flip/rotation/brightness)
-    contrastive_weight: float = 0.0  # > 0 adds paper 001's InfoNCE term between two augmented views (eq. 12)
-    temperature: float = 0.2  # InfoNCE tau
-    view_dropout: float = 0.2  # token / feature dropout making the views of cached (frozen) features
-    optimizer: OptimizerName = "adamw"  # or SGD with momentum (papers 000 / 003 fine-tune with either)
-    momentum: float = 0.9  # SGD only
-    schedule: ScheduleName = "constant"  # learning rate after warm-up: constant, cosine or linear decay to 0
-    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (fractions allowed)
 
 
 @dataclass

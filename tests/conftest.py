@@ -354,9 +354,10 @@ def restore_process_state(monkeypatch: pytest.MonkeyPatch):
 
 
 def invoke(*args: object):
-    """Run ``fusent ARGS...`` in-process; exceptions propagate so a test shows the real traceback."""
+    """Run ``fusent --debug ARGS...`` in-process; unexpected exceptions propagate so a test shows the real traceback
+    (without --debug the CLI says them in one line)."""
     from typer.testing import CliRunner
 
     from fusent.cli import app
 
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return CliRunner().invoke(app, ["--debug", *(str(a) for a in args)], catch_exceptions=False)

@@ -261,7 +261,9 @@ def test_whisper_uses_its_encoder_and_keeps_the_frames_of_the_clip(tmp_path: Pat
 
 
 def test_missing_hf_audio_model_says_what_to_do(tmp_path: Path):
-    with pytest.raises(OSError, match="built-in audio encoder"):
+    from fusent.options import OptionError
+
+    with pytest.raises(OptionError, match="built-in encoders `fusent models` lists"):
         create_audio_encoder(str(tmp_path / "nothing-here"))
 
 

@@ -93,7 +93,13 @@ def test_checkpoint_files(prepared_tiny, tmp_path: Path, tiny_models: TinyModels
 
 
 def test_from_pretrained_rejects_non_checkpoint(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="not a fusent checkpoint"):
+    from fusent.options import OptionError
+
+    with pytest.raises(OptionError, match="not a fusent checkpoint"):
+        FusentModel.from_pretrained(tmp_path)
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "config.json").write_text("{}")
+    with pytest.raises(OptionError, match="is a run folder, not a checkpoint: pass .*checkpoint"):
         FusentModel.from_pretrained(tmp_path)
 
 

@@ -99,10 +99,12 @@ def test_invalid_pooling(tiny_models: TinyModels):
         TextEncoder(str(tiny_models.bert), pooling="max", device="cpu")
 
 
-def test_missing_local_model_raises_helpful_oserror(tmp_path):
-    with pytest.raises(OSError, match="cannot load text model"):
+def test_missing_local_model_raises_helpful_error(tmp_path):
+    from fusent.options import OptionError
+
+    with pytest.raises(OptionError, match="text model folder .* does not exist: pass an existing folder to --text"):
         TextEncoder(str(tmp_path / "absent"), device="cpu")
-    with pytest.raises(OSError, match="cannot load image model"):
+    with pytest.raises(OptionError, match="image model folder .*`fusent models`"):
         create_image_encoder(str(tmp_path / "absent"), device="cpu")
 
 

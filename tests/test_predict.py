@@ -205,7 +205,11 @@ def _pairs(result: Prediction) -> list[tuple[str, float]]:
 
 def test_prediction_with_cache_writes_and_reuses(ckpt_root: Path, tiny_models: TinyModels, tmp_path: Path):
     ckpt = make_checkpoint(ckpt_root, tiny_models)
-    cached = Predictor.from_pretrained(ckpt, cache_dir=tmp_path / "cache", device="cpu")
+    per_request = Predictor.from_pretrained(ckpt, cache_dir=tmp_path / "default", device="cpu")
+    per_request.predict(text="good", image=PICTURE)
+    per_request(["good", {"text": "bad", "image": PICTURE}])
+    assert not any((tmp_path / "default").rglob("*.safetensors"))  # posts write no cache files unless asked
+    cached = Predictor.from_pretrained(ckpt, cache_dir=tmp_path / "cache", device="cpu", cache_posts=True)
     first = cached.predict(text="good", image=PICTURE)
     assert any((tmp_path / "cache").rglob("*.safetensors"))
     assert cached.predict(text="good", image=PICTURE) == first

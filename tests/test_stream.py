@@ -110,7 +110,7 @@ def test_streamed_predictions_equal_the_in_memory_path(checkpoint: Path, tmp_pat
         result = invoke(*base, "--data", manifest, "--out", stream_out, "--batch-size", "4")
         assert result.exit_code == 0, result.output
         expected, got = read_rows(folder_out), read_rows(stream_out)
-        assert got[0] == ["guid", "tag"] and len(got) > 20
+        assert got[0] == ["id", "label"] and len(got) > 20  # the manifest's own columns
         if extra:  # the in-memory path writes the labelled rows first; the stream keeps the file's order
             expected, got = sorted(expected), sorted(got)
         assert got == expected
@@ -153,7 +153,7 @@ def test_resume_after_an_interrupted_run_writes_each_id_once(checkpoint: Path, t
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     ids = [r[0] for r in rows[1:]]
-    assert rows[0] == ["guid", "tag"] and len(ids) == len(set(ids))  # every id exactly once
+    assert rows[0] == ["id", "label"] and len(ids) == len(set(ids))  # every id exactly once
     assert rows == read_rows(clean)  # and the same rows, in the same order, as an uninterrupted run
     # resuming a finished run writes nothing more
     assert invoke("predict", checkpoint, "--data", manifest, "--out", out, "--resume", "-q").exit_code == 0

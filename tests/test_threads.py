@@ -155,4 +155,4 @@ def test_predict_honours_threads(tmp_path: Path, tiny_models: TinyModels):
     result = invoke("predict", checkpoint, "--data", manifest, "--threads", "1", "-q")
     assert result.exit_code == 0, result.output
     assert torch.get_num_threads() == 1
-    assert result.stdout.splitlines()[0] == "guid,tag" and len(result.stdout.splitlines()) == 3
+    assert result.stdout.splitlines()[0] == "id,label" and len(result.stdout.splitlines()) == 3

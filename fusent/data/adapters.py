@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..options import OptionError
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
 from .text import decode_bytes, decode_text
 
@@ -338,10 +339,17 @@ def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outsi
         records = [(i, rec) for i, rec in enumerate(iter_manifest_records(path, report), 1)]
     else:
         records = list(_manifest_records(path, report))
-    if records and not any("id" in rec for _, rec in records):
+    if not records:
+        raise OptionError(f"manifest {path} has no rows: give a header id,text,image,audio,label and a row per post")
+    if not any("id" in rec for _, rec in records):
         raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0][1])}")
+    if not any(m in rec for _, rec in records for m in MODALITIES):
+        columns = ",".join(records[0][1])
+        raise OptionError(f"manifest {path} has no text, image or audio column (only {columns}): nothing to read")
     parsed = (manifest_sample(rec, where, path.parent, report, str(path), allow_outside) for where, rec in records)
-    return _finish((row for row in parsed if row is not None), labels, report, name=path.stem)
+    bundle = _finish((row for row in parsed if row is not None), labels, report, name=path.stem)
+    bundle.prediction_header = "id,label"  # predictions in the manifest's own columns, so they read back in
+    return bundle
 
 
 def _manifest_records(path: Path, report: ProblemReport) -> Iterator[tuple[str, dict[str, Any]]]:

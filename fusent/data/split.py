@@ -26,10 +26,10 @@ from sklearn.model_selection import (
 )
 
 from ..atomic import atomic_write
+from ..options import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from .records import DatasetBundle, Sample
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
-DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION = 0.1, 0.1  # 80/10/10, as the MVSA papers split
 
 
 @dataclass

@@ -21,6 +21,8 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from ..data.audio import SAMPLE_RATE, chunk, fit_length
+from ..hub import check_model_available
+from ..options import DEFAULT_AUDIO_SECONDS
 from . import spectral
 from .base import (
     Encoder,
@@ -34,7 +36,6 @@ from .base import (
 
 #: Frozen, parameter-free feature encoders by name, and the width of one frame of each.
 FEATURE_WIDTHS = {"mfcc": spectral.N_MFCC, "logmel": spectral.N_MELS, "stft": spectral.N_FREQS}
-DEFAULT_AUDIO_SECONDS = 10.0
 
 
 def _crop(items: Sequence[np.ndarray], max_seconds: float | None) -> list[torch.Tensor]:
@@ -123,6 +124,7 @@ class HFAudioEncoder(nn.Module, Encoder):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         self.name, self.max_seconds, self.chunk_seconds = name, max_seconds, chunk_seconds
+        check_model_available(name, "audio")
         try:
             config = AutoConfig.from_pretrained(name)
             self.processor = AutoFeatureExtractor.from_pretrained(name)

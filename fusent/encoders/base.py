@@ -111,6 +111,14 @@ def folder_fingerprint(path: str | Path) -> str:
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """The device asked for, refused in one line (OptionError) when this machine has none of that kind."""
     if device:
-        return torch.device(device)
+        from ..options import OptionError, check_device
+
+        kind = str(check_device(str(device))).partition(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or leave it out")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise OptionError("--device mps: no Apple GPU is available here; use --device cpu or leave it out")
+        return torch.device(str(device))
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

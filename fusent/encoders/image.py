@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..hub import check_model_available
+from ..options import DEFAULT_IMAGE_MODEL
 from .base import Encoder, create_trainable, folder_fingerprint, pick_device
 
 # Lite2 over Lite0: +1.5-2 points MVSA validation accuracy for the fused heads (benchmarks/mvsa_full.py).
-DEFAULT_IMAGE_MODEL = "efficientnet-lite2"
 _EFFICIENTNET_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite2": 260}
 
 
@@ -111,6 +112,7 @@ class HFImageEncoder(nn.Module, Encoder):
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
         self.name = name
+        check_model_available(name, "image")
         try:
             config = AutoConfig.from_pretrained(name)
             self.processor = AutoImageProcessor.from_pretrained(name)

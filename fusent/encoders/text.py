@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from ..hub import check_model_available
+from ..options import DEFAULT_TEXT_MODEL, TextPooling
 from ..packs import MPNET_ALIASES, mpnet_path
 from .base import Encoder, folder_fingerprint, pick_device
 
-DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RUN_TEXTS = 8  # texts per model call in ``TextEncoder.encode``
 _DEFAULT_ALIASES = {DEFAULT_TEXT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "minilm", "default"}
-Pooling = Literal["cls", "mean", "last4"]
-POOLINGS: tuple[str, ...] = ("cls", "mean", "last4")
+Pooling = TextPooling
+POOLINGS: tuple[str, ...] = tuple(p.value for p in TextPooling)
 
 
 def resolve_text_model(name: str) -> str:
@@ -64,6 +65,7 @@ class TextEncoder(nn.Module, Encoder):
             raise ValueError(f"text pooling must be one of {POOLINGS}, got {pooling!r}")
         self.name, self.pooling, self.max_length = name, pooling, max_length
         self.path = resolve_text_model(name)
+        check_model_available(self.path, "text")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModel.from_pretrained(self.path)
