@@ -409,49 +409,24 @@ def compare(
 
 def _load_for(data: Path, model_config: Any) -> Any:
     """The dataset at ``data``, checked to be of the checkpoint's task (a score model cannot label, nor vice versa)."""
-    from .data import load_dataset
+    from .checkpoint_data import DataMismatch, load_for_checkpoint
 
-    label_set = model_config.training.get("split", {}).get("label_set")
-    bundle = load_dataset(data, labels=model_config.labels or None, label_set=label_set)
-    if bundle.task != model_config.task:
-        raise typer.BadParameter(
-            f"{data} is a {bundle.task} dataset but the checkpoint is a {model_config.task} model", param_hint="--data"
-        )
-    return bundle
+    try:
+        return load_for_checkpoint(data, model_config)
+    except DataMismatch as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
 
 
 def _load_bundle_samples(
     data: Path, split: str, model_config: Any, checkpoint: Path
 ) -> tuple[list[Any], list[str], Any]:
-    """The labelled samples of ``split``: the parts the checkpoint was trained with (its split.csv, else the split
-    recomputed from its recorded settings), or every labelled row."""
-    from .data.split import split_labelled
+    """The labelled samples of ``split`` the checkpoint is scored on (see ``checkpoint_data.checkpoint_samples``)."""
+    from .checkpoint_data import DataMismatch, checkpoint_samples
 
-    bundle = _load_for(data, model_config)
-    if split == "all":
-        return bundle.labelled, bundle.labels, bundle
-    if split not in ("val", "test"):
-        raise typer.BadParameter("--split must be test, val or all", param_hint="--split")
-    info = model_config.training.get("split", {})
-    split_file = checkpoint / "split.csv"
-    if split_file.is_file():
-        parts = split_labelled(bundle, split_file=split_file)
-    else:  # a checkpoint from before split files: the same seeded draw again
-        parts = split_labelled(
-            bundle,
-            info.get("val_fraction", 0.2),
-            info.get("test_fraction", 0.0),
-            info.get("seed", 13),
-            info.get("limit"),
-        )
-    chosen = parts.test if split == "test" else parts.val
-    if split == "test" and not chosen:
-        raise typer.BadParameter(
-            "this checkpoint was trained without a test part (--test-fraction 0); use --split val (optimistic: it "
-            "selected the epoch) or --split all on other data",
-            param_hint="--split",
-        )
-    return chosen, bundle.labels, bundle
+    try:
+        return checkpoint_samples(data, split, model_config, checkpoint)
+    except DataMismatch as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
 
 
 @app.command()
