@@ -633,50 +633,24 @@ def compare(
 
 def _load_for(data: Path, model_config: Any, allow_outside: bool = False) -> Any:
     """The dataset at ``data``, checked to be of the checkpoint's task (a score model cannot label, nor vice versa)."""
-    from .data import load_dataset
+    from .checkpoint_data import DataMismatch, load_for_checkpoint
 
-    label_set = model_config.training.get("split", {}).get("label_set")
-    labels = model_config.labels or None  # the checkpoint's classes, in its order
-    bundle = load_dataset(data, labels=labels, label_set=label_set, allow_outside=allow_outside)
-    if bundle.task != model_config.task:
-        raise typer.BadParameter(
-            f"{data} is a {bundle.task} dataset but the checkpoint is a {model_config.task} model", param_hint="--data"
-        )
-    return bundle
+    try:
+        return load_for_checkpoint(data, model_config, allow_outside)
+    except DataMismatch as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
 
 
 def _load_bundle_samples(
     data: Path, split: str, model_config: Any, checkpoint: Path, allow_outside: bool = False
 ) -> tuple[list[Any], list[str], Any]:
-    """The labelled samples of ``split``: the parts the checkpoint was trained with (its split.csv, else the split
-    recomputed from its recorded settings), or every labelled row."""
-    from .data.split import split_labelled
+    """The labelled samples of ``split`` the checkpoint is scored on (see ``checkpoint_data.checkpoint_samples``)."""
+    from .checkpoint_data import DataMismatch, checkpoint_samples
 
-    bundle = _load_for(data, model_config, allow_outside)
-    if split == "all":
-        return bundle.labelled, bundle.labels, bundle
-    if split not in ("val", "test"):
-        raise typer.BadParameter("--split must be test, val or all", param_hint="--split")
-    info = model_config.training.get("split", {})
-    split_file = checkpoint / "split.csv"
-    if split_file.is_file():
-        parts = split_labelled(bundle, split_file=split_file)
-    else:  # a checkpoint from before split files: the same seeded draw again
-        parts = split_labelled(
-            bundle,
-            info.get("val_fraction", 0.2),
-            info.get("test_fraction", 0.0),
-            info.get("seed", 13),
-            info.get("limit"),
-        )
-    chosen = parts.test if split == "test" else parts.val
-    if split == "test" and not chosen:
-        raise typer.BadParameter(
-            "this checkpoint was trained without a test part (--test-fraction 0); use --split val (optimistic: it "
-            "selected the epoch) or --split all on other data",
-            param_hint="--split",
-        )
-    return chosen, bundle.labels, bundle
+    try:
+        return checkpoint_samples(data, split, model_config, checkpoint, allow_outside)
+    except DataMismatch as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
 
 
 @app.command()
@@ -722,6 +696,58 @@ def evaluate(
         curve_plots(y.tolist(), probs, labels, plots, f"{predictor.model.config.head}, {split}")
     if out:
         _write_json(out, metrics)
+
+
+@app.command()
+def robustness(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(help="Checkpoint folders (or run folders) written by `fusent train`; several: a line each."),
+    ],
+    data: DataOpt,
+    split: Annotated[str, typer.Option(help="test (default), val or all, as in `fusent evaluate`.")] = "test",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for robustness.csv and .png (default: RUN/robustness).")
+    ] = None,
+    levels: Annotated[str, typer.Option(help="Comma-separated levels in [0, 1]; 0 = clean.")] = "0,0.25,0.5,0.75,1",
+    kinds: Annotated[str, typer.Option(help="missing (modality removed from a fraction of posts), noise.")] = (
+        "missing,noise"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the posts made missing and of the noise.")] = 0,
+    cache_dir: CacheOpt = None,
+    device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Robustness curves (MultiBench style) on the checkpoint's test part: accuracy and macro-F1 (MAE for
+    regression) as each modality it reads is removed from 0..100% of the posts, and as its raw input gets noisier
+    (image blur + pixel noise, dropped words, audio at falling SNR; re-encoded, not cached; scales in the
+    `fusent.robustness` docstring). Writes robustness.csv and robustness.png; several checkpoints share the axes."""
+    _setup(threads)
+    from . import robustness as rb
+    from .checkpoint_data import DataMismatch
+
+    try:
+        level_list = rb.parse_levels(levels)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--levels") from None
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not kind_list or set(kind_list) - set(rb.KINDS):
+        raise typer.BadParameter(f"use one or both of {', '.join(rb.KINDS)}, got {kinds!r}", param_hint="--kinds")
+    named = rb.checkpoint_names(checkpoints)
+    try:
+        rows = rb.robustness_curves(
+            named, data, split=split, levels=level_list, kinds=kind_list, seed=seed, cache_dir=cache_dir,
+            device=check_device(device), progress=not quiet,
+        )  # fmt: skip
+    except DataMismatch as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
+    first = next(iter(named.values()))
+    out = out or (first.parent if first.name == "checkpoint" and len(named) == 1 else Path("runs")) / "robustness"
+    title = f"{', '.join(named)} on {data.name} ({split}, n={rows[0]['n']})"
+    paths = [rb.write_csv(rows, out / "robustness.csv"), rb.plot_curves(rows, out / "robustness.png", title)]
+    typer.echo(rb.format_rows(rows))
+    typer.echo(f"{sum(r['seconds'] for r in rows):.1f}s scoring; wrote: " + ", ".join(str(p) for p in paths))
 
 
 @app.command()

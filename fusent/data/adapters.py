@@ -22,6 +22,10 @@ _UNLABELLED = {"", "null", "none", "nan"}
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
+class RegressionDataWithLabels(ValueError):
+    """Class names given for a table of sentiment scores."""
+
+
 def load_dataset(
     path: str | Path, labels: list[str] | None = None, label_set: str | None = None, allow_outside: bool = False
 ) -> DatasetBundle:
@@ -44,7 +48,9 @@ def load_dataset(
 
         if is_mosi_folder(path):  # before Memotion: both may hold a test_without_label.csv
             if labels:
-                raise ValueError(f"--labels applies to classification data; {path} is a regression table (scores)")
+                raise RegressionDataWithLabels(
+                    f"--labels applies to classification data; {path} is a regression table (scores)"
+                )
             return load_mosi(path)
         if is_memotion_folder(path):
             return load_memotion(path, labels=labels)
