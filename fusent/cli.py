@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from . import cost
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from .pipeline import EncoderSettings
 from .training import TrainConfig
@@ -376,7 +377,7 @@ def train(
     regression data), fit a softmax temperature on validation, then score the test part once. Prints validation and
     test metrics; writes the checkpoint, split.csv, metrics.json, ROC / PR / reliability plots and predictions.
     With --cv K: K folds, each the test part once; per-fold and mean ± std metrics, out-of-fold predictions."""
-    from . import cost, distributed
+    from . import distributed
 
     if nproc > 1 and not distributed.launched():
         if "train" not in sys.argv[1:]:
@@ -468,6 +469,7 @@ def _check_heads(heads: list[str]) -> None:
 
 @app.command()
 @with_shared_options
+@cost.recording()
 def compare(
     data: DataOpt,
     options: dict[str, Any],
@@ -566,10 +568,15 @@ def compare(
         wall_seconds=time.perf_counter() - started,
         workers=workers,
     )
+    costs = cost.current()
+    if costs is not None:
+        record["cost"] = costs.summary()
     paths = write_report(summary, runs, out, record, split)
     typer.echo(paths[0].read_text())
     typer.echo(bundle.report.summary())
     typer.echo(f"wall time {record['wall_seconds']:.0f}s; wrote: " + ", ".join(str(p) for p in paths))
+    if "cost" in record:
+        typer.echo(cost.format_costs(record["cost"]))
 
 
 def _load_for(data: Path, model_config: Any, allow_outside: bool = False) -> Any:

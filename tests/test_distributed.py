@@ -58,7 +58,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     w1, w2 = _weights(single), _weights(double)
     assert w1.keys() == w2.keys()
     for name in w1:
-        assert torch.allclose(w1[name].float(), w2[name].float(), atol=0.02), name
+        assert torch.allclose(w1[name].float(), w2[name].float(), atol=0.01), name
     assert two["split"] == one["split"]
     assert not (double / "resume.pt").exists()
     # the sharded encoding filled the one cache with every sample: as many entries as the one-process encoding
