@@ -46,13 +46,16 @@ class Costs:
             self._stack[-1] = (self._stack[-1][0], now)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: ``stage_seconds`` (every stage of STAGES, 0 when not reached), ``wall_seconds`` since
-        recording began, ``peak_rss_mb`` of this process (and of its finished children, e.g. compare's workers),
-        and ``peak_gpu_mb`` when CUDA was used."""
+        """JSON-ready: ``stage_seconds`` (every stage of STAGES, 0 when not reached), ``other_seconds`` outside
+        every stage (imports, process start-up, writing files), ``wall_seconds`` since recording began,
+        ``peak_rss_mb`` of this process (and of its finished children, e.g. compare's workers), and ``peak_gpu_mb``
+        when CUDA was used."""
         order = [*STAGES, *(s for s in self.seconds if s not in STAGES)]
+        wall = time.perf_counter() - self.started
         out: dict[str, Any] = {
             "stage_seconds": {s: round(self.seconds.get(s, 0.0), 4) for s in order},
-            "wall_seconds": round(time.perf_counter() - self.started, 4),
+            "other_seconds": round(max(0.0, wall - sum(self.seconds.values())), 4),
+            "wall_seconds": round(wall, 4),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
         children = peak_rss_mb(resource.RUSAGE_CHILDREN)
@@ -120,6 +123,8 @@ def format_costs(summary: dict[str, Any]) -> str:
     lines = ["cost            seconds   share"]
     for name, seconds in summary["stage_seconds"].items():
         lines.append(f"  {name:<12}{seconds:>9.2f}  {100 * seconds / wall:>5.1f}%")
+    other = summary.get("other_seconds", 0.0)
+    lines.append(f"  {'other':<12}{other:>9.2f}  {100 * other / wall:>5.1f}%")
     lines.append(f"  {'wall':<12}{summary['wall_seconds']:>9.2f}")
     memory = f"peak RSS {summary['peak_rss_mb']:.0f} MiB"
     if "peak_rss_children_mb" in summary:

@@ -49,15 +49,17 @@ def launched() -> bool:
 
 def init(device: str | None = None, timeout_s: float = 1800.0) -> str | None:
     """Join the process group torchrun describes in the environment; returns the device this rank should use
-    (``cuda:LOCAL_RANK`` when CUDA is wanted and present, else ``device``). A no-op without a launcher."""
+    (``cuda:LOCAL_RANK`` when CUDA is wanted and present, else ``device``). A no-op without a launcher.
+    ``nccl`` needs a GPU per rank: with more ranks than GPUs on a machine, ranks share them over ``gloo``."""
     if not launched() or dist.is_initialized():
         return device
-    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    backend = "gloo"
+    if torch.cuda.is_available() and (device is None or device.startswith("cuda")):
+        local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        torch.cuda.set_device(local % gpus)
+        device = f"cuda:{local % gpus}"
+        backend = "nccl" if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= gpus else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return device
 
 
@@ -113,7 +115,7 @@ def sum_over_ranks(*values: float) -> list[float]:
     if not active():
         return list(values)
     t = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend() == "nccl":
+    if dist.get_backend() == "nccl":  # nccl reduces CUDA tensors only
         t = t.cuda()
     dist.all_reduce(t)
     return t.cpu().tolist()

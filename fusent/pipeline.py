@@ -88,6 +88,7 @@ class EncoderSettings:
         return dataclasses.replace(self, **changes)
 
 
+@stage("encode")  # loading the encoders' weights is part of what encoding costs
 def build_encoders(
     text: dict[str, Any], image: dict[str, Any], device: str | None = None, audio: dict[str, Any] | None = None
 ) -> tuple[dict[str, Encoder | None], TextEncoder | None]:
@@ -248,6 +249,13 @@ def prepare_folds(
     return encode_splits(bundle, splits, settings, cache_dir, 32, limit, progress, keep_states, unlabelled=False)
 
 
+class _Unlogged(ProblemReport):
+    """A problem report that logs nothing (a first pass whose problems are reported by a second)."""
+
+    def add(self, kind: str, sample_id: str, message: str) -> None:
+        self.counts[kind] += 1
+
+
 def encode_splits(
     bundle: DatasetBundle,
     splits: Sequence[Split],
@@ -273,7 +281,7 @@ def encode_splits(
     start = time.perf_counter()
     if distributed.active():  # each rank encodes its share into the cache, then every rank reads all of it from there
         share = distributed.shard([*labelled.values(), *to_predict], pad=False)
-        scratch = ProblemReport()  # the problems are reported once, from the cache, below
+        scratch = _Unlogged()  # the problems are reported once, from the cache, below
         build_features(share, encoders, cache, scratch, batch_size, progress and distributed.is_main(), keep_states)
         distributed.barrier()
     table = build_features(list(labelled.values()), encoders, cache, bundle.report, batch_size, progress, keep_states)
