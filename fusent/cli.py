@@ -379,14 +379,14 @@ def train(
     With --cv K: K folds, each the test part once; per-fold and mean ± std metrics, out-of-fold predictions."""
     from . import distributed
 
+    if options["cv"] and (nproc > 1 or distributed.launched()):
+        raise typer.BadParameter("--cv trains one process per fold: leave out --nproc / torchrun", param_hint="--cv")
     if nproc > 1 and not distributed.launched():
         if "train" not in sys.argv[1:]:
             raise typer.BadParameter(
                 "--nproc launches `fusent train` again: run it from the command line", param_hint="--nproc"
             )
         raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
-    if distributed.launched() and options["cv"]:
-        raise typer.BadParameter("--cv trains one process per fold: leave out --nproc / torchrun", param_hint="--cv")
     with cost.recording() as costs:
         _train(data, options, out, head, seed, resume, quiet)
     if distributed.is_main():
@@ -397,6 +397,7 @@ def train(
 def _train(
     data: Path, options: dict[str, Any], out: Path | None, head: str, seed: int, resume: bool, quiet: bool
 ) -> None:
+    """What ``train`` does in each process (one, or each rank of a distributed job)."""
     from . import distributed
     from .fusion import head_uses_states
     from .resume import STATE_FILE

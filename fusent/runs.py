@@ -9,6 +9,7 @@ import io
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,12 @@ def train_run(
     progress: bool = True,
     plots: bool = True,
     resume_from: bool = False,
-    on_epoch: Any = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> TrainRun:
     """Train, score validation and test, and write the run folder. The trainer's resumable state goes to
     ``out/resume.pt`` after every epoch (``resume_from`` continues from it) and is removed once the run folder is
-    complete. Under ``torch.distributed`` every rank trains and scores; rank 0 alone writes."""
+    complete; ``on_epoch`` is the trainer's per-epoch callback. Under ``torch.distributed`` every rank trains and
+    scores; rank 0 alone writes."""
     state_file = out / resume.STATE_FILE
     model, result = fit(
         prepared, head, config, head_kwargs, progress=progress, state_file=state_file, resume_from=resume_from,

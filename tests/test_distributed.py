@@ -72,8 +72,11 @@ def test_nproc_needs_the_command_line(tiny_mvsa: MvsaSpec, tmp_path: Path):
 
     from fusent.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--data", str(tiny_mvsa.root), "--out", str(tmp_path), "--nproc", "2"])
-    assert result.exit_code != 0 and "--nproc" in result.output
+    args = ["train", "--data", str(tiny_mvsa.root), "--out", str(tmp_path), "--nproc", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "from the command line" in result.output
+    result = CliRunner().invoke(app, [*args, "--cv", "3"])
+    assert result.exit_code != 0 and "one process per fold" in result.output
 
 
 def test_helpers_are_no_ops_in_one_process():
