@@ -254,7 +254,10 @@ def train_model(
         if state_file is None:
             raise ValueError("resuming needs the state file of the run to continue")
         state = resume.load(Path(state_file), config)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # another head, head argument or encoder than the interrupted run
+            raise ValueError(f"{state_file} holds another model ({exc}); resume with the same options") from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         gen.set_state(state["gen"])
