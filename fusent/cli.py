@@ -6,6 +6,7 @@ models, data and training are imported inside the commands that use them."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -26,6 +27,7 @@ try:  # Typer >= 0.2x carries its own copy of click: its exceptions are the ones
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
+from . import cost  # stdlib only: keeps --help fast
 from .options import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
@@ -463,6 +465,22 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<data>-<head>).")] = None,
     head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_combine",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = _TC.seed,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train in N processes with torch.distributed (gloo on CPU, nccl on GPUs), launched here by torchrun: "
+            "each encodes 1/N of the samples and trains on 1/N of every epoch's batches (global batch N x "
+            "--batch-size). Or launch `torchrun --nproc-per-node N -m fusent.cli train ...` yourself.",
+        ),
+    ] = 1,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the interrupted run in --out from its last completed epoch (weights, optimizer, schedule "
+            "and random state); give the same options as the first time."
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a fusion head: split the labelled data in train / validation / test (stratified 80/10/10, or the
@@ -470,15 +488,47 @@ def train(
     regression data), fit a softmax temperature on validation, then score the test part once. Prints validation and
     test metrics; writes the checkpoint, split.csv, metrics.json, ROC / PR / reliability plots and predictions.
     With --cv K: K folds, each the test part once; per-fold and mean ± std metrics, out-of-fold predictions."""
-    _setup(options["threads"])
+    from . import distributed
+
+    if options["cv"] and (nproc > 1 or distributed.launched()):
+        raise typer.BadParameter("--cv trains one process per fold: leave out --nproc / torchrun", param_hint="--cv")
+    if nproc > 1 and not distributed.launched():
+        if "train" not in sys.argv[1:]:
+            raise typer.BadParameter(
+                "--nproc launches `fusent train` again: run it from the command line", param_hint="--nproc"
+            )
+        raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
+    with cost.recording() as costs:
+        _train(data, options, out, head, seed, resume, quiet)
+    if distributed.is_main():
+        typer.echo(cost.format_costs(costs.summary()))
+    distributed.shutdown()
+
+
+def _train(
+    data: Path, options: dict[str, Any], out: Path | None, head: str, seed: int, resume: bool, quiet: bool
+) -> None:
+    """What ``train`` does in each process (one, or each rank of a distributed job)."""
+    from . import distributed
     from .fusion import head_uses_states
+    from .resume import STATE_FILE
     from .runs import cv_run, format_cv, train_run
     from .tasks import get_task
 
+    _setup(options["threads"])
     _check_heads([head])
     settings, config, per_head = _configs(options, [head], seed=seed)
     head_kwargs = per_head[head]
     out = out or Path("runs") / f"{data.stem}-{head}"
+    if resume and not (out / STATE_FILE).exists():
+        raise typer.BadParameter(
+            f"{out} holds no state to resume (it finished, or never completed an epoch): train without --resume",
+            param_hint="--resume",
+        )
+    settings = dataclasses.replace(settings, device=distributed.init(settings.device))
+    if not distributed.is_main():  # the other ranks train in silence: rank 0 reports
+        quiet = True
+        logging.getLogger("fusent").setLevel(logging.ERROR)
     keep_states = head_uses_states(head)
     if options["cv"]:
         folds = _prepare_folds(data, options, settings, quiet, keep_states)
@@ -488,7 +538,11 @@ def train(
         typer.echo("wrote: " + ", ".join(str(p) for p in run.files))
         return
     prepared = _prepare(data, options, settings, quiet, keep_states=keep_states)
-    run = train_run(prepared, head, config, head_kwargs, out, calibrate=options["calibrate"], progress=not quiet)
+    run = train_run(
+        prepared, head, config, head_kwargs, out, calibrate=options["calibrate"], progress=not quiet, resume_from=resume
+    )
+    if not distributed.is_main():
+        return
     task = get_task(prepared.bundle.task)
     sizes = prepared.split
     typer.echo(
@@ -527,6 +581,7 @@ def _check_heads(heads: list[str]) -> None:
 
 @app.command()
 @with_shared_options
+@cost.recording()
 def compare(
     data: DataOpt,
     options: dict[str, Any],
@@ -625,10 +680,15 @@ def compare(
         wall_seconds=time.perf_counter() - started,
         workers=workers,
     )
+    costs = cost.current()
+    if costs is not None:
+        record["cost"] = costs.summary()
     paths = write_report(summary, runs, out, record, split)
     typer.echo(paths[0].read_text())
     typer.echo(bundle.report.summary())
     typer.echo(f"wall time {record['wall_seconds']:.0f}s; wrote: " + ", ".join(str(p) for p in paths))
+    if "cost" in record:
+        typer.echo(cost.format_costs(record["cost"]))
 
 
 def _load_for(data: Path, model_config: Any, allow_outside: bool = False) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .cost import stage
 from .features import FeatureTable
 from .fusion import head_arguments, head_uses_states
 from .fusion.tokens import patch_grid_applies, pool_patch_grid
@@ -234,6 +235,7 @@ def run_compare_cv(
     return _run_all(replicates, heads, train_config, kwargs, progress, workers, calibrate)
 
 
+@stage("train")  # in forked workers this includes each run's scoring
 def _run_all(
     replicates: list[_Replicate],
     heads: list[str],

@@ -164,6 +164,7 @@ def _provenance_items(provenance: dict[str, Any]) -> list[tuple[str, str]]:
             f"{m.get('torch_threads')}, workers {m.get('workers')}; Python {m.get('python')}, torch {m.get('torch')}",
         ),
         ("wall time", f"{provenance.get('wall_seconds')} s"),
+        *([("cost", json.dumps(provenance["cost"]))] if "cost" in provenance else []),
     ]
 
 

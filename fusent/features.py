@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from .atomic import atomic_target, atomic_write
+from .cost import stage
 from .data.audio import load_audio
 from .data.images import load_image
 from .data.loading import Decoded, LoadError, decoded
@@ -291,7 +292,8 @@ def encode_modality(
         chunk, loaded = todo[start : start + batch_size], []
         for i, digest, item in chunk:
             try:
-                found = _LOADERS[modality](item, encoder)
+                with stage("decode"):
+                    found = _LOADERS[modality](item, encoder)
             except LoadError as exc:
                 report.add(exc.kind, samples[i].id, str(exc))
                 if cache is not None:
@@ -315,6 +317,7 @@ def encode_modality(
     return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
 
 
+@stage("encode")
 def build_features(
     samples: Sequence[Sample],
     encoders: dict[str, Encoder | None],

@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .calibration import fit_temperature
-from .data import DatasetBundle, Sample, load_dataset, split_labelled
+from .cost import stage
+from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, Split, cv_from_file, cv_splits
 from .encoders import (
     Encoder,
@@ -32,6 +34,7 @@ from .training import TrainConfig, TrainResult, predict_logits, train_model
 log = logging.getLogger("fusent")
 
 
+@stage("encode")  # loading the encoders' weights is part of what encoding costs
 def build_encoders(
     text: dict[str, Any], image: dict[str, Any], device: str | None = None, audio: dict[str, Any] | None = None
 ) -> tuple[dict[str, Encoder | None], TextEncoder | None]:
@@ -86,6 +89,7 @@ class Prepared:
         return self.test is not None and len(self.test) > 0
 
 
+@stage("load")
 def load_splits(
     data: str | Path,
     *,
@@ -191,6 +195,13 @@ def prepare_folds(
     return encode_splits(bundle, splits, settings, cache_dir, 32, limit, progress, keep_states, unlabelled=False)
 
 
+class _Unlogged(ProblemReport):
+    """A problem report that logs nothing (a first pass whose problems are reported by a second)."""
+
+    def add(self, kind: str, sample_id: str, message: str) -> None:
+        self.counts[kind] += 1
+
+
 def encode_splits(
     bundle: DatasetBundle,
     splits: Sequence[Split],
@@ -214,6 +225,11 @@ def encode_splits(
     )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
+    if distributed.active():  # each rank encodes its share into the cache, then every rank reads all of it from there
+        share = distributed.shard([*labelled.values(), *to_predict], pad=False)
+        scratch = _Unlogged()  # the problems are reported once, from the cache, below
+        build_features(share, encoders, cache, scratch, batch_size, progress and distributed.is_main(), keep_states)
+        distributed.barrier()
     table = build_features(list(labelled.values()), encoders, cache, bundle.report, batch_size, progress, keep_states)
     predict_table = build_features(to_predict, encoders, cache, bundle.report, batch_size, progress, keep_states)
     seconds = time.perf_counter() - start
@@ -252,14 +268,17 @@ def encode_splits(
     return prepared
 
 
+@stage("train")
 def fit(
     prepared: Prepared,
     head: str,
     train_config: TrainConfig | None = None,
     head_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    **train_options: Any,
 ) -> tuple[FusentModel, TrainResult]:
-    """Build ``head`` on the prepared features and train it with the one trainer."""
+    """Build ``head`` on the prepared features and train it with the one trainer (``train_options``: the
+    trainer's ``on_epoch``, ``state_file``, ``resume_from``)."""
     train_config = train_config or TrainConfig()
     if head_uses_states(head) and not prepared.train.has_states:
         raise ValueError(f"head {head!r} attends over token/patch states: prepare the data with keep_states=True")
@@ -278,10 +297,13 @@ def fit(
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None
     model = FusentModel(config, text_encoder, trainable_encoders(config)).to(pick_device(prepared.settings.device))
-    result = train_model(model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress)
+    result = train_model(
+        model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress, **train_options
+    )
     return model, result
 
 
+@stage("evaluate")
 def evaluate_prepared(model: FusentModel, prepared: Prepared, calibrate: bool = True) -> dict[str, Any]:
     """Score the trained ``model`` on validation and, once, on the test part. With ``calibrate`` (classification),
     a temperature is first fitted on the validation logits and stored in ``model.config``; test ECE is reported

@@ -9,12 +9,14 @@ import io
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import cost, distributed, resume
 from .atomic import atomic_write
 from .data.split import write_split_file
 from .pipeline import Prepared, evaluate_prepared, fit, write_predictions
@@ -28,8 +30,8 @@ CV_KEYS = {
 }
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, default=_plain))
+def write_json(path: Path, obj: Any) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, default=_plain))
 
 
 def _plain(value: Any) -> Any:
@@ -60,34 +62,41 @@ def train_run(
     calibrate: bool = True,
     progress: bool = True,
     plots: bool = True,
+    resume_from: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> TrainRun:
-    """Train, score validation and test, and write the run folder."""
-    model, result = fit(prepared, head, config, head_kwargs, progress=progress)
+    """Train, score validation and test, and write the run folder. The trainer's resumable state goes to
+    ``out/resume.pt`` after every epoch (``resume_from`` continues from it) and is removed once the run folder is
+    complete; ``on_epoch`` is the trainer's per-epoch callback. Under ``torch.distributed`` every rank trains and
+    scores; rank 0 alone writes."""
+    state_file = out / resume.STATE_FILE
+    model, result = fit(
+        prepared, head, config, head_kwargs, progress=progress, state_file=state_file, resume_from=resume_from,
+        on_epoch=on_epoch,
+    )  # fmt: skip
     scores = evaluate_prepared(model, prepared, calibrate)
     test_outputs = scores.pop("test_outputs", None)
+    if not distributed.is_main():
+        return TrainRun(head, result.best_epoch, result.seconds, scores, model.head.report())
     model.save_pretrained(out / "checkpoint")
     files = [out / "checkpoint"]
     if prepared.parts is not None:  # beside the weights too, so `fusent evaluate CHECKPOINT` finds the same parts
         files.append(write_split_file(out / "split.csv", prepared.parts))
         write_split_file(out / "checkpoint" / "split.csv", prepared.parts)
     report, task = prepared.bundle.report, get_task(prepared.bundle.task)
-    write_json(
-        out / "metrics.json",
-        {
-            "head": head,
-            "task": task.name,
-            "split": prepared.split,
-            "best_epoch": result.best_epoch,
-            "train_seconds": result.seconds,
-            "encode_seconds": prepared.encode_seconds,
-            **scores,
-            "history": result.history,
-            "head_report": model.head.report(),
-            "data_problems": dict(report.counts),
-            "data_notes": dict(report.notes),
-        },
-    )
-    files.append(out / "metrics.json")
+    metrics = {
+        "head": head,
+        "task": task.name,
+        "split": prepared.split,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.seconds,
+        "encode_seconds": prepared.encode_seconds,
+        **scores,
+        "history": result.history,
+        "head_report": model.head.report(),
+        "data_problems": dict(report.counts),
+        "data_notes": dict(report.notes),
+    }
     atomic_write(out / "problems.txt", "\n".join(report.messages) + ("\n" if report.messages else ""))
     (out / "predictions.txt").unlink(missing_ok=True)  # a reused run folder must not keep another run's
     if plots and task.name == "classification":
@@ -102,6 +111,11 @@ def train_run(
         labels = task.decode(predict_logits(model, prepared.unlabelled), prepared.bundle.labels)
         write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
         files.append(out / "predictions.txt")
+    costs = cost.current()
+    if costs is not None:  # written last: the cost of plots and predictions counts too
+        metrics["cost"] = costs.summary()
+    files.append(write_json(out / "metrics.json", metrics))
+    state_file.unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return TrainRun(head, result.best_epoch, result.seconds, scores, model.head.report(), files)
 
 
@@ -159,6 +173,8 @@ def cv_run(
             for sid, y, pred in zip(prepared.test.ids, prepared.y_test.tolist(), decoded, strict=True):
                 oof_rows.append([sid, k, f"{y:.4f}", f"{pred:.4f}"])
     summary = {key: mean_std([f["test"][key] for f in per_fold]) for key in CV_KEYS[task.name]}
+    if not distributed.is_main():
+        return CVRun(head, per_fold, summary)
     out.mkdir(parents=True, exist_ok=True)
     files = [write_split_file(out / "split.csv", [p.parts for p in folds if p.parts is not None])]
     header = ["id", "fold", "true", "predicted"] + ([f"p_{label}" for label in labels] if labels else [])
@@ -176,6 +192,7 @@ def cv_run(
             "mean_std": {k: {"mean": m, "std": s} for k, (m, s) in summary.items()},
             "per_fold": per_fold,
             "data_problems": dict(bundle.report.counts),
+            **({"cost": costs.summary()} if (costs := cost.current()) is not None else {}),
         },
     )
     files.append(out / "cv_metrics.json")

@@ -8,7 +8,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed, resume
 from .features import FeatureTable, ModalityBatch
 from .losses import info_nce, make_loss
 from .model import FusentModel
@@ -177,8 +179,16 @@ def train_model(
     y_val: torch.Tensor,
     config: TrainConfig,
     progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    state_file: str | Path | None = None,
+    resume_from: bool = False,
 ) -> TrainResult:
-    """Train ``model`` in place and restore its best weights by the task's validation metric."""
+    """Train ``model`` in place and restore its best weights by the task's validation metric.
+
+    ``on_epoch(epoch, history_row)`` is called after each epoch. With ``state_file`` the resumable state is written
+    there after each epoch (see fusent/resume.py); ``resume_from`` continues from it. Under ``torch.distributed``
+    each rank trains on its share of every epoch's batches and gradients are averaged (see fusent/distributed.py).
+    """
     set_seed(config.seed)
     labels, task = model.config.labels, get_task(model.config.task)
     start_time = time.perf_counter()
@@ -193,50 +203,98 @@ def train_model(
     if len(model.encoders):  # networks trained from scratch learn at the head's rate
         groups.append({"params": list(model.encoders.parameters()), "lr": config.lr})
     optimizer = make_optimizer(groups, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / config.batch_size) / distributed.world_size())  # per rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.schedule, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
     )
     device = model.device
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)  # the batch order: the same on every rank
+    # per-batch randomness (modality dropout, augmentation): one stream per rank, consumed by its own batches
+    world, rank = distributed.world_size(), distributed.rank()
+    batch_gen = gen if world == 1 else torch.Generator().manual_seed(config.seed + rank)
+    distributed.broadcast_parameters(model)
     lengths = padded_lengths(model, train)
     # only models that read token sequences get length-sorted batches: a pooled head trains the same whether or
     # not the table also holds states
     bucketed = (model.head.uses_states and train.has_states) or model.text_encoder is not None
 
+    params = [p for group in groups for p in group["params"]]
+
     best_score, best_epoch, best_state, best_metrics, history, stale = -float("inf"), 0, None, {}, [], 0
-    bar = tqdm(range(1, config.epochs + 1), desc=f"training {model.config.head}", unit="epoch", disable=not progress)
+    first, stopped, seconds_before = 1, False, 0.0
+    if resume_from:
+        if state_file is None:
+            raise ValueError("resuming needs the state file of the run to continue")
+        state = resume.load(Path(state_file), config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # another head, head argument or encoder than the interrupted run
+            raise ValueError(f"{state_file} holds another model ({exc}); resume with the same options") from exc
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["gen"])
+        resume.set_rng_state(state["rng"][rank], batch_gen)
+        best_score, best_epoch, best_state, best_metrics = (
+            state[k] for k in ("best_score", "best_epoch", "best_state", "best_metrics")
+        )
+        history, stale, stopped = state["history"], state["stale"], state["stopped"]
+        first, seconds_before = state["epoch"] + 1, state["seconds"]
+    epochs = range(first, config.epochs + 1) if not stopped else range(0)
+    bar = tqdm(epochs, desc=f"training {model.config.head}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()  # includes a fine-tuned text encoder (a submodule)
-        order, total = torch.randperm(len(train), generator=gen), 0.0
+        order, total, seen = torch.randperm(len(train), generator=gen), 0.0, 0
         batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
-        for index in batches:
-            inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
+        for index in distributed.shard(batches):
+            inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, batch_gen), device)
             texts, target = _texts(train, index), y_train[index].to(device)
             if config.contrastive_weight > 0:
-                loss = joint_loss(model, inputs, texts, target, loss_fn, config, gen)
+                loss = joint_loss(model, inputs, texts, target, loss_fn, config, batch_gen)
             else:
-                inputs = model.augment(inputs, gen) if config.augment else inputs
+                inputs = model.augment(inputs, batch_gen) if config.augment else inputs
                 loss = model.loss(inputs, texts, target, loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(params)
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(index)
-        metrics = task.metrics(y_val, predict_logits(model, val), labels)
-        history.append({"epoch": epoch, "train_loss": total / len(train), **task.headline(metrics)})
-        bar.set_postfix(loss=f"{total / len(train):.3f}", **{f"val_{task.monitor}": f"{metrics[task.monitor]:.3f}"})
+            total, seen = total + loss.item() * len(index), seen + len(index)
+        total, seen = distributed.sum_over_ranks(total, seen)
+        metrics = task.metrics(y_val, predict_logits(model, val), labels)  # the same on every rank: same weights
+        history.append({"epoch": epoch, "train_loss": total / seen, **task.headline(metrics)})
+        bar.set_postfix(loss=f"{total / seen:.3f}", **{f"val_{task.monitor}": f"{metrics[task.monitor]:.3f}"})
         if task.score(metrics) > best_score:
             best_score, best_epoch, best_metrics, stale = task.score(metrics), epoch, metrics, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= config.patience:
-                break
+        stopped = stale >= config.patience
+        if state_file is not None:
+            state = {
+                "config": asdict(config),
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "gen": gen.get_state(),
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+                "best_metrics": best_metrics,
+                "history": history,
+                "stale": stale,
+                "stopped": stopped,
+                "seconds": seconds_before + time.perf_counter() - start_time,
+            }
+            resume.save(Path(state_file), state, batch_gen)
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+        if stopped:
+            break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(best_epoch, best_metrics, history, time.perf_counter() - start_time)
+    return TrainResult(best_epoch, best_metrics, history, seconds_before + time.perf_counter() - start_time)
