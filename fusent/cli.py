@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .asr import AsrMode
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from .pipeline import EncoderSettings
 from .training import TrainConfig
@@ -38,9 +39,9 @@ DataOpt = Annotated[
         "--data",
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
         "folder (labels.csv, test_without_label.csv, images/), a CMU-MOSI style regression folder (label.csv with "
-        "id,text,label in [-3,3],mode; test_without_label.csv), a RAVDESS speech folder (Actor_NN/*.flac; split by "
-        "actor), a CSV/JSONL manifest with columns id,text,image,audio,label (empty label = to predict), or (to "
-        "predict) a folder of audio files.",
+        "id,text,label in [-3,3],mode; test_without_label.csv; with MMSA's Raw/{video_id}/{clip_id}.mp4 clips), a "
+        "RAVDESS speech folder (Actor_NN/*.flac; split by actor), a CSV/JSONL manifest with columns "
+        "id,text,image,audio,video,label (empty label = to predict), or (to predict) a folder of audio or video files.",
     ),
 ]
 CacheOpt = Annotated[
@@ -110,6 +111,19 @@ _SHARED_OPTIONS = [
         "Whisper encoder) | none.",
     ),
     _opt("audio_seconds", float, _ES.audio_seconds, "Crop audio clips to this many seconds (0 = whole clip)."),
+    _opt(
+        "video_frames",
+        int,
+        _ES.video_frames,
+        "Frames sampled uniformly from each video clip, encoded by the image encoder and pooled over time.",
+    ),
+    _opt(
+        "asr",
+        AsrMode,
+        AsrMode.off,
+        "Whisper tiny.en transcripts of voice notes and video soundtracks (whisper extra): off | fill (the text of "
+        "posts without text) | append (after the caption).",
+    ),
     _opt(
         "label_set",
         str | None,
@@ -224,7 +238,11 @@ def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, Tr
         o["device"],
         o["audio_model"],
         o["audio_seconds"] or None,
+        video_frames=o["video_frames"],
+        asr=AsrMode(o["asr"]).value,
     )
+    if not 1 <= settings.video_frames <= 256:
+        raise typer.BadParameter(f"must be between 1 and 256, got {settings.video_frames}", param_hint="--video-frames")
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields and v is not None})
     head_kwargs = {k: o[k] for k in ("hidden", "dropout") if o[k] is not None}
@@ -507,6 +525,12 @@ def predict(
     all_rows: Annotated[
         bool, typer.Option("--all", help="Predict every sample, not only the unlabelled ones.")
     ] = False,
+    asr: Annotated[
+        AsrMode | None,
+        typer.Option(
+            help="Transcripts (a transcript column): off | fill | append (default: as the model was trained)."
+        ),
+    ] = None,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -517,13 +541,15 @@ def predict(
     from .pipeline import write_predictions
     from .predict import Predictor
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, asr=asr.value if asr else None)
     bundle = _load_for(data, predictor.model.config)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
+    samples = predictor.prepare_samples(samples, bundle.report, progress=not quiet)  # clips; transcripts (--asr)
     labels = predictor.predict_samples(samples, bundle.report, progress=not quiet)
-    write_predictions(out, [s.id for s in samples], labels, bundle.prediction_header)
+    transcripts = [s.transcript for s in samples] if predictor.asr != "off" else None
+    write_predictions(out, [s.id for s in samples], labels, bundle.prediction_header, transcripts)
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)
@@ -542,6 +568,7 @@ def serve(
     ),
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 10_000,
     max_batch: Annotated[int, typer.Option(help="Most posts in one /predict/batch request.")] = 64,
+    max_video_seconds: Annotated[float, typer.Option(help="Longest video clip, in seconds (from its header).")] = 120.0,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait and run before a 503.")] = 30.0,
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
     quantize_text: QuantizeOpt = False,
@@ -566,6 +593,7 @@ def serve(
         max_image_pixels=max_image_pixels,
         max_text_chars=max_text_chars,
         max_batch=max_batch,
+        max_video_seconds=max_video_seconds,
         timeout_s=timeout,
         workers=workers,
         max_queue=max_queue,

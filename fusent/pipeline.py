@@ -18,6 +18,7 @@ import torch
 from .calibration import fit_temperature
 from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, Split, cv_from_file, cv_splits
+from .data.video import DEFAULT_VIDEO_FRAMES, VideoSettings, with_video
 from .encoders import (
     DEFAULT_AUDIO_SECONDS,
     DEFAULT_IMAGE_MODEL,
@@ -55,6 +56,11 @@ class EncoderSettings:
     device: str | None = None
     audio_model: str = "auto"
     audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
+    video_frames: int = DEFAULT_VIDEO_FRAMES  # frames sampled per video clip, pooled over time
+    asr: str = "off"  # transcripts of voice notes / soundtracks: off | fill (posts without text) | append
+
+    def video_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(VideoSettings(frames=self.video_frames))
 
     def text_config(self) -> dict[str, Any]:
         return {
@@ -247,13 +253,16 @@ def encode_splits(
     for split in splits:
         for samples in split.parts().values():
             labelled.update((s.id, s) for s in samples)
-    settings = (settings or EncoderSettings()).for_dataset([*labelled.values(), *to_predict], bundle.report)
+    settings = settings or EncoderSettings()
+    samples = media_inputs(list(labelled.values()), settings, cache_dir, bundle.report, progress)
+    to_predict = media_inputs(to_predict, settings, cache_dir, bundle.report, progress)
+    settings = settings.for_dataset([*samples, *to_predict], bundle.report)
     encoders, text_encoder = build_encoders(
         settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
     )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
-    table = build_features(list(labelled.values()), encoders, cache, bundle.report, batch_size, progress, keep_states)
+    table = build_features(samples, encoders, cache, bundle.report, batch_size, progress, keep_states)
     predict_table = build_features(to_predict, encoders, cache, bundle.report, batch_size, progress, keep_states)
     seconds = time.perf_counter() - start
     row = {sid: i for i, sid in enumerate(labelled)}
@@ -291,6 +300,23 @@ def encode_splits(
     return prepared
 
 
+def media_inputs(
+    samples: Sequence[Sample],
+    settings: EncoderSettings,
+    cache_dir: str | Path | None,
+    report: ProblemReport,
+    progress: bool = True,
+) -> list[Sample]:
+    """Samples with their clips as frames + soundtrack (lazy) and, with ``settings.asr``, their transcripts."""
+    samples = with_video(samples, VideoSettings(frames=settings.video_frames), settings.audio_seconds)
+    if settings.asr == "off":
+        return samples
+    from .asr import TranscriptCache, transcribe_samples
+
+    cache = TranscriptCache(FeatureCache(cache_dir).root)
+    return transcribe_samples(samples, settings.asr, cache=cache, report=report, progress=progress)
+
+
 def fit(
     prepared: Prepared,
     head: str,
@@ -313,6 +339,8 @@ def fit(
         image_encoder=prepared.encoder_configs.get("image", {}) if "image" in prepared.dims else {},
         audio_encoder=prepared.encoder_configs.get("audio", {}) if "audio" in prepared.dims else {},
         training={**asdict(train_config), "split": prepared.split},
+        video=prepared.settings.video_config(),
+        asr=prepared.settings.asr,
     )
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None
@@ -348,12 +376,18 @@ def evaluate_prepared(model: FusentModel, prepared: Prepared, calibrate: bool = 
 
 
 def write_predictions(
-    path: str | Path | None, ids: Sequence[str], labels: Sequence[str | float], header: str = "guid,tag"
+    path: str | Path | None,
+    ids: Sequence[str],
+    labels: Sequence[str | float],
+    header: str = "guid,tag",
+    transcripts: Sequence[str | None] | None = None,
 ) -> None:
     """``guid,tag`` rows (the MVSA test file's own format; ``id,score`` with 4-decimal scores for regression) to
-    ``path``, or to stdout when path is None/'-'."""
+    ``path``, or to stdout when path is None/'-'; with ``transcripts`` (``--asr``), a third column of them."""
     cells = [f"{v:.4f}" if isinstance(v, float) else v for v in labels]
     rows = [header.split(","), *zip(ids, cells, strict=True)]
+    if transcripts is not None:
+        rows = [[*rows[0], "transcript"], *([*r, t or ""] for r, t in zip(rows[1:], transcripts, strict=True))]
     if path is None or str(path) == "-":
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return

@@ -11,6 +11,7 @@ from typing import Any
 
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
 from .text import decode_text
+from .video import resolve_video
 
 MVSA_LABELS = ["negative", "neutral", "positive"]
 _UNLABELLED = {"", "null", "none", "nan"}
@@ -18,8 +19,8 @@ _UNLABELLED = {"", "null", "none", "nan"}
 
 def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: str | None = None) -> DatasetBundle:
     """Pick the adapter from what ``path`` is: an MVSA, Memotion or RAVDESS folder, a folder with a manifest, a
-    .csv/.jsonl manifest, or a folder of audio files (to predict). ``label_set`` picks one of a dataset's label sets
-    (RAVDESS: sentiment or emotion)."""
+    .csv/.jsonl manifest, or a folder of audio or video files (to predict). ``label_set`` picks one of a dataset's
+    label sets (RAVDESS: sentiment or emotion)."""
     path = Path(path)
     from .ravdess import is_ravdess_folder, load_audio_folder, load_ravdess  # imported here: they import this module
 
@@ -47,7 +48,7 @@ def load_dataset(path: str | Path, labels: list[str] | None = None, label_set: s
                 f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
                 "(labels.csv / test_without_label.csv + images/), a CMU-MOSI style folder (label.csv with "
                 "id,text,label,mode), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac), a folder with "
-                "manifest.csv / manifest.jsonl, nor a folder of audio files"
+                "manifest.csv / manifest.jsonl, nor a folder of audio or video files"
             ) from None
     if path.suffix.lower() in {".csv", ".jsonl", ".json"}:
         return load_manifest(path, labels=labels)
@@ -114,7 +115,7 @@ def _finish(
             report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
             continue
         seen[is_labelled].add(sample.id)
-        if all(getattr(sample, m) is None for m in MODALITIES):
+        if all(getattr(sample, m) is None for m in MODALITIES) and sample.video is None:
             report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
         if not is_labelled:
             sample.label, sample.score = None, None
@@ -165,7 +166,7 @@ def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundl
 
 
 def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetBundle:
-    """CSV or JSONL with columns id, text, image and audio (paths, relative to the manifest), label (empty =
+    """CSV or JSONL with columns id, text, image, audio and video (paths, relative to the manifest), label (empty =
     predict)."""
     path = Path(path)
     report = ProblemReport()
@@ -196,6 +197,7 @@ def load_manifest(path: str | Path, labels: list[str] | None = None) -> DatasetB
             if not text:
                 report.add("empty_text", sid, "text is empty")
             media = {m: _media_path(rec, m, path.parent, sid, report) for m in ("image", "audio")}
+            media["video"] = resolve_video(rec.get("video"), path.parent, sid, report)  # confined to the folder
             label = _field(rec, "label")
             group = _field(rec, "group") or None  # optional: samples of one group stay on one side of a split
             yield Sample(id=sid, text=text or None, **media, label=label, group=group), label.lower() not in _UNLABELLED

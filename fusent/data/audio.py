@@ -18,9 +18,9 @@ import soundfile as sf
 from .loading import Decoded, LoadError
 
 SAMPLE_RATE = 16_000
-#: File suffixes read as audio when a folder of files is given (soundfile reads all of them; mp3 needs libsndfile
-#: >= 1.1, else librosa's audioread fallback).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+#: File suffixes read as audio when a folder of files is given (soundfile reads the first four; mp3 needs libsndfile
+#: >= 1.1; m4a / aac / opus voice notes are decoded by PyAV, the video extra).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".oga")
 #: A clip whose peak stays below this level (-60 dBFS) is reported as silent.
 SILENT_PEAK = 1e-3
 #: A clip with more than this fraction of samples at full scale (|x| >= CLIP_LEVEL) is reported as clipped.
@@ -49,6 +49,12 @@ def _decode(raw: bytes, name: str) -> tuple[np.ndarray, int]:
         data, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
         return data, int(rate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as first:
+        try:  # m4a / AAC / opus voice notes: FFmpeg through PyAV (the video extra), when installed
+            from .video import decode_audio_file
+
+            return decode_audio_file(raw, name)[:, None], SAMPLE_RATE
+        except (ModuleNotFoundError, LoadError):
+            pass
         if name == "<bytes>":  # audioread needs a file on disk; bytes soundfile cannot read are not audio we know
             raise AudioLoadError("corrupt_audio", f"not a readable audio file ({first})", name) from None
         try:
