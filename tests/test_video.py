@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -307,8 +309,6 @@ def clip_for(path: Path, label: str, seed: int) -> Path:
 def video_run(tmp_path_factory, tiny_models: TinyModels):
     """A manifest of generated clips (frames coloured, soundtrack pitched and captions worded by label; a third
     without captions) trained through the CLI on tiny models: text + frames + soundtrack."""
-    import os
-
     root = tmp_path_factory.mktemp("video_posts")
     (root / "clips").mkdir()
     rows = ["id,text,video,label"]
@@ -326,13 +326,17 @@ def video_run(tmp_path_factory, tiny_models: TinyModels):
     args = [
         "train", "--data", root, "--out", out, "--cache-dir", root / "cache", "--head", "native_combine",
         "--text-model", tiny_models.bert, "--image-model", tiny_models.vit, "--audio-model", "mfcc",
-        "--audio-seconds", "1", "--video-frames", "3", "--epochs", "30", "--batch-size", "8", "--lr", "3e-3", "--val-fraction", "0.3", "-q",
+        "--audio-seconds", "1", "--video-frames", "3", "--val-fraction", "0.3",
+        "--epochs", "30", "--batch-size", "8", "--lr", "3e-3", "-q",
     ]  # fmt: skip
-    old = os.environ.get("TQDM_DISABLE")
-    result = invoke(*args)
+    root_logger = logging.getLogger()
+    handlers, level, env = root_logger.handlers[:], root_logger.level, os.environ.get("TQDM_DISABLE")
+    try:
+        result = invoke(*args)
+    finally:  # the CLI reconfigures logging and sets TQDM_DISABLE with -q (as restore_process_state undoes)
+        root_logger.handlers[:], root_logger.level = handlers, level
+        os.environ.pop("TQDM_DISABLE", None) if env is None else os.environ.update(TQDM_DISABLE=env)
     assert result.exit_code == 0, result.output
-    if old is None:
-        os.environ.pop("TQDM_DISABLE", None)
     return root, out, result.output
 
 

@@ -397,7 +397,8 @@ def decode_audio_file(raw: bytes, name: str) -> np.ndarray:
 def _soundtrack(source: VideoSource, seconds: float) -> tuple[np.ndarray, list[tuple[str, str]]]:
     av = _av()
     limit = max(1, int(seconds * SAMPLE_RATE))
-    pieces: list[np.ndarray] = []
+    # filled in place: a large buffer's untouched pages cost no memory, and no list of pieces is concatenated
+    wave = np.empty(limit, dtype=np.float32)
     have = 0
     problems: list[tuple[str, str]] = []
     with source.open() as container:
@@ -410,7 +411,7 @@ def _soundtrack(source: VideoSource, seconds: float) -> tuple[np.ndarray, list[t
             nonlocal have
             for f in frames:
                 piece = f.to_ndarray().reshape(-1)[: limit - have]
-                pieces.append(piece.astype(np.float32, copy=False))
+                wave[have : have + piece.shape[0]] = piece
                 have += piece.shape[0]
 
         try:
@@ -429,7 +430,7 @@ def _soundtrack(source: VideoSource, seconds: float) -> tuple[np.ndarray, list[t
             problems.append(("truncated_audio", f"audio decoding stopped after {have / SAMPLE_RATE:.1f}s"))
     if not have:
         raise VideoLoadError("empty_audio", "the audio stream has no samples", source.name)
-    return np.concatenate(pieces), problems
+    return wave[:have], problems
 
 
 # ------------------------------------------------------------------------------------------------ samples
