@@ -166,6 +166,11 @@ class Predictor:
         post = {m: v for m, v in post.items() if m in self.modalities}
         if post:
             self.predict_batch([post])
+        if self.asr != "off":  # loading Whisper takes seconds: not on the first voice note
+            from .asr import Transcriber
+
+            self.transcriber = self.transcriber or Transcriber()
+            self.transcriber.transcribe(np.zeros(16_000, dtype=np.float32))
 
     # ------------------------------------------------------------------------------------------ datasets
 

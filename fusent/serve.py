@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 #: HTTP status of each InputError kind (anything else about the input is a 422).
 _STATUS = {"too_large_image": 413, "payload_too_large": 413, "text_too_long": 413, "batch_too_large": 413}
-_STATUS.update(too_long_video=413, too_large_video=413)  # a clip's duration / frame size over the limits
+_STATUS.update(too_long_video=413, too_large_video=413, video_unsupported=415)  # clips: limits; no PyAV here
 
 
 @dataclass

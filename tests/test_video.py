@@ -97,6 +97,17 @@ def test_an_hours_long_clip_is_sampled_by_seeking(tmp_path: Path):
     assert capped.notes == ["video_truncated"] and max(capped.value.times) < 600
 
 
+def test_a_clip_without_a_stated_duration_is_scanned(tmp_path: Path, monkeypatch):
+    """Some streamed .webm state no duration: the packets are read (not decoded) to find the end."""
+    import fusent.data.video as video
+
+    path = make_clip(tmp_path / "live.webm", seconds=2.0, fps=10, audio=False)
+    monkeypatch.setattr(video, "_duration", lambda container, stream: None)
+    out = read_frames(VideoSource(path), VideoSettings(frames=4))
+    assert out.notes == ["video_duration_scanned"]
+    assert out.value.times == pytest.approx([0.2, 0.7, 1.1, 1.6], abs=0.01)  # slices of [0, 1.9]: the last packet
+
+
 # ------------------------------------------------------------------------------------------------ bad clips
 
 

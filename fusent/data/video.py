@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ MAX_VIDEO_SECONDS = 4 * 3600.0
 MAX_SOUNDTRACK_SECONDS = 600.0
 #: Seek to a target further ahead than this many seconds; decode on to nearer ones (a seek costs a GOP decode).
 SEEK_AHEAD_SECONDS = 2.0
+#: Decoder threads per clip (each holds frames in flight: more threads, more memory for little gain at K frames).
+DECODE_THREADS = 2
 _HASH_CHUNK = 1 << 20
 
 
@@ -236,7 +239,7 @@ def probe(source: VideoSource) -> VideoInfo:
 
 
 def frame_size(width: int, height: int, short_side: int, long_side: int) -> tuple[int, int]:
-    """The decoded frame's size: scaled down (never up) so the sides fit, aspect kept, even-free but >= 1."""
+    """The decoded frame's size: scaled down (never up) so both sides fit, the aspect ratio kept, at least 1 px."""
     scale = min(1.0, short_side / max(min(width, height), 1), long_side / max(width, height, 1))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
@@ -247,7 +250,7 @@ def frame_targets(duration: float, frames: int) -> list[float]:
     return [(i + 0.5) * duration / frames for i in range(frames)]
 
 
-def _decoded(container: Any, stream: Any, start: float, name: str) -> Iterator[tuple[float, Any]]:
+def _decoded(container: Any, stream: Any, start: float) -> Iterator[tuple[float, Any]]:
     """``(time from the stream start, frame)`` from the container's current position. A decode error after some
     frames ends the stream (a truncated file); frames without a timestamp are timed by the nominal rate."""
     av = _av()
@@ -300,7 +303,8 @@ def read_frames(source: VideoSource, settings: VideoSettings = VideoSettings()) 
                 f"video is {ctx.width}x{ctx.height} pixels (limit {settings.max_pixels:,} a frame)",
                 source.name,
             )
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO"  # frame + slice threads; FFmpeg's frames in flight grow with their number
+        stream.codec_context.thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
         tb = stream.time_base
         start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
         duration = _duration(container, stream)
@@ -316,7 +320,7 @@ def read_frames(source: VideoSource, settings: VideoSettings = VideoSettings()) 
         targets = frame_targets(max(duration, 0.0), settings.frames)
         images: list[Image.Image] = []
         times: list[float] = []
-        frames = _decoded(container, stream, start, source.name)
+        frames = _decoded(container, stream, start)
         current: tuple[float, Any] | None = None  # (time, frame) on screen at the target: the last one not after it
         ahead: tuple[float, Any] | None = None  # the first frame decoded past the target, kept for the next one
         kept: Any = None  # the frame converted last (a frame on screen at several targets is converted once)
@@ -329,7 +333,7 @@ def read_frames(source: VideoSource, settings: VideoSettings = VideoSettings()) 
                     if target - (current[0] if current else 0.0) > SEEK_AHEAD_SECONDS and tb:
                         frames.close()
                         container.seek(int((target + start) / tb), stream=stream, backward=True, any_frame=False)
-                        frames = _decoded(container, stream, start, source.name)
+                        frames = _decoded(container, stream, start)
                     for item in frames:
                         if item[0] > target:
                             ahead = item
