@@ -536,7 +536,8 @@ def predict(
 ) -> None:
     """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
     id of test_without_label (or manifest rows without a label). Samples with a broken or missing modality are
-    still predicted from what they have."""
+    still predicted from what they have. With --asr (or a model trained with it), a third column holds the
+    transcript of each post's voice note or clip soundtrack."""
     _setup()
     from .pipeline import write_predictions
     from .predict import Predictor
