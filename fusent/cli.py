@@ -31,6 +31,7 @@ from . import cost  # stdlib only: keeps --help fast
 from .options import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
+    AsrMode,
     ClassWeights,
     Device,
     EncoderSettings,
@@ -134,9 +135,9 @@ DataOpt = Annotated[
         "--data",
         help="An MVSA-layout folder (data/{guid}.txt + .jpg, train.txt, test_without_label.txt), a Memotion 7k "
         "folder (labels.csv, test_without_label.csv, images/), a CMU-MOSI style regression folder (label.csv with "
-        "id,text,label in [-3,3],mode; test_without_label.csv), a RAVDESS speech folder (Actor_NN/*.flac; split by "
-        "actor), a CSV/JSONL/Parquet manifest with columns id,text,image,audio,label (empty label = to predict), or "
-        "(to predict) a folder of audio files.",
+        "id,text,label in [-3,3],mode; test_without_label.csv; with MMSA's Raw/{video_id}/{clip_id}.mp4 clips), a "
+        "RAVDESS speech folder (Actor_NN/*.flac; split by actor), a CSV/JSONL/Parquet manifest with columns "
+        "id,text,image,audio,video,label (empty label = to predict), or (to predict) a folder of audio or video files.",
     ),
 ]
 CacheOpt = Annotated[
@@ -263,6 +264,19 @@ _SHARED_OPTIONS = [
         "the whisper extra) | HF id or folder (wav2vec2, HuBERT, Whisper encoder) | none.",
     ),
     _opt("audio_seconds", float, _ES.audio_seconds, "Crop audio clips to this many seconds (0 = whole clip)."),
+    _opt(
+        "video_frames",
+        int,
+        _ES.video_frames,
+        "Frames sampled uniformly from each video clip, encoded by the image encoder and pooled over time.",
+    ),
+    _opt(
+        "asr",
+        AsrMode,
+        AsrMode.off,
+        "Whisper tiny.en transcripts of voice notes and video soundtracks (whisper extra): off | fill (the text of "
+        "posts without text) | append (after the caption).",
+    ),
     _opt(
         "label_set",
         str | None,
@@ -394,6 +408,8 @@ def _configs(
         device=o["device"],
         audio_model=o["audio_model"],
         audio_seconds=o["audio_seconds"] or None,
+        video_frames=o["video_frames"],
+        asr=AsrMode(o["asr"]).value,
     )
     _require_packs(settings)
     fields = TrainConfig.__dataclass_fields__
@@ -841,6 +857,12 @@ def predict(
         bool, typer.Option(help="Manifest files: append to --out, skipping the ids it already holds.")
     ] = False,
     threads: ThreadsOpt = None,
+    asr: Annotated[
+        AsrMode | None,
+        typer.Option(
+            help="Transcripts (a transcript column): off | fill | append (default: as the model was trained)."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
@@ -848,13 +870,14 @@ def predict(
     regression checkpoint) for every id of test_without_label (or manifest rows without a label). Samples with a
     broken or missing modality are still predicted from what they have. A manifest file (.csv, .jsonl, .parquet)
     is streamed as CSV: read and written --batch-size rows at a time with a progress bar, in flat memory, and
-    --resume continues an interrupted run (--proba and --format jsonl read the manifest whole)."""
+    --resume continues an interrupted run (--proba, --format jsonl and --asr read the manifest whole). With --asr (or
+    a model trained with it), a last column holds the transcript of each post's voice note or clip soundtrack."""
     _setup(threads)
     from .data.adapters import is_manifest_file
     from .predict import Predictor
     from .prediction_file import write_prediction_file
 
-    streamable = not proba and output_format == OutputFormat.CSV
+    streamable = not proba and output_format == OutputFormat.CSV and asr is None
     if is_manifest_file(data) and streamable:
         _predict_stream(
             checkpoint, data, out, all_rows, cache_dir, batch_size, resume, quiet, allow_outside, check_device(device)
@@ -865,20 +888,25 @@ def predict(
             "--resume is for manifest files (.csv, .jsonl, .parquet) written as CSV without --proba",
             param_hint="--resume",
         )
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir, device=check_device(device))
+    predictor = Predictor.from_pretrained(
+        checkpoint, cache_dir, device=check_device(device), asr=asr.value if asr else None
+    )
     if proba and predictor.task.name != "classification":
         raise typer.BadParameter("a regression checkpoint predicts scores, no probabilities", param_hint="--proba")
     bundle = _load_for(data, predictor.model.config, allow_outside)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
         raise typer.BadParameter(f"{data} has no samples to predict (use --all to predict labelled rows)")
+    samples = predictor.prepare_samples(samples, bundle.report, progress=not quiet)  # clips; transcripts (--asr)
     outputs = predictor.outputs(samples, bundle.report, progress=not quiet, batch_size=batch_size)
     labels = predictor.task.decode(outputs, predictor.labels)
     probs = predictor.task.probabilities(outputs, predictor.model.config.temperature).tolist() if proba else None
     ids = [s.id for s in samples]
+    transcripts = [s.transcript for s in samples] if predictor.asr != "off" else None
     write_prediction_file(
-        out, ids, labels, bundle.prediction_header, fmt=output_format, proba=probs, proba_labels=predictor.labels
-    )
+        out, ids, labels, bundle.prediction_header, fmt=output_format, proba=probs, proba_labels=predictor.labels,
+        transcripts=transcripts,
+    )  # fmt: skip
     log.warning(bundle.report.summary()) if bundle.report.counts else None
     if out:
         typer.echo(f"wrote {len(samples)} predictions to {out}", err=True)
@@ -940,6 +968,7 @@ def serve(
     ),
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 10_000,
     max_batch: Annotated[int, typer.Option(help="Most posts in one /predict/batch request.")] = 64,
+    max_video_seconds: Annotated[float, typer.Option(help="Longest video clip, in seconds (from its header).")] = 120.0,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait and run before a 503.")] = 30.0,
     body_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a request body may stall before a 408 (slow or stuck clients).")
@@ -963,6 +992,7 @@ def serve(
         max_image_pixels=max_image_pixels,
         max_text_chars=max_text_chars,
         max_batch=max_batch,
+        max_video_seconds=max_video_seconds,
         timeout_s=timeout,
         body_timeout_s=body_timeout,
         workers=workers,

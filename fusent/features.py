@@ -30,6 +30,7 @@ from .data.audio import load_audio
 from .data.images import load_image
 from .data.loading import Decoded, LoadError, decoded
 from .data.records import ProblemReport, Sample
+from .data.video import Frames, VideoFrames, VideoSoundtrack
 from .encoders.base import Encoder, ModalityBatch
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("FUSENT_CACHE", Path.home() / ".cache" / "fusent"))
@@ -104,6 +105,45 @@ _LOADERS: dict[str, Callable[[Any, Encoder], Decoded[Any]]] = {
 }
 
 
+def load_item(modality: str, item: Any, encoder: Encoder | None = None) -> Decoded[Any]:
+    """Decode one raw item: a clip's frames or soundtrack decode themselves (``data/video.py``), anything else goes
+    through the modality's loader (audio only as far as ``encoder`` reads it)."""
+    if isinstance(item, VideoFrames | VideoSoundtrack):
+        return item.decode()
+    return _LOADERS[modality](item, encoder)
+
+
+#: Frames of clips encoded per network call (K frames of 32 clips would otherwise be one 256-image batch).
+FRAME_BATCH = 32
+
+
+def encode_items(encoder: Encoder, items: list[Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``encoder.encode`` for a batch in which some items are clips (``Frames``): each frame is encoded as an image
+    and pooled over time, so a clip's states are its per-frame pooled vectors ``[K, D]`` (attention heads attend
+    over frames) and its pooled vector their mean. An encoder trained here reads one image per sample: a clip gives
+    it its middle frame."""
+    if not any(isinstance(item, Frames) for item in items):
+        return encoder.encode(items)
+    if encoder.trainable:
+        return encoder.encode([item.keyframe() if isinstance(item, Frames) else item for item in items])
+    flat = [frame for item in items for frame in (item if isinstance(item, Frames) else [item])]
+    runs = [encoder.encode(flat[i : i + FRAME_BATCH]) for i in range(0, len(flat), FRAME_BATCH)]
+    flat_states = [s for run_states, _ in runs for s in run_states]
+    flat_pooled = torch.cat([p for _, p in runs])
+    states, pooled, at = [], [], 0
+    for item in items:
+        if isinstance(item, Frames):
+            frames = flat_pooled[at : at + len(item)]
+            states.append(frames.clone())
+            pooled.append(frames.mean(0))
+            at += len(item)
+        else:
+            states.append(flat_states[at])
+            pooled.append(flat_pooled[at])
+            at += 1
+    return states, torch.stack(pooled)
+
+
 def _load_libc() -> Any:
     try:
         return ctypes.CDLL("libc.so.6")
@@ -129,6 +169,8 @@ def _report_findings(report: ProblemReport, sample_id: str, problems: Sequence[t
 
 
 def _describe(item: Any) -> str:
+    if isinstance(item, VideoFrames | VideoSoundtrack):
+        return str(item)
     return str(item) if isinstance(item, str | Path) else f"<in-memory {type(item).__name__}>"
 
 
@@ -141,6 +183,8 @@ def content_digest(modality: str, item: Any) -> str:
 
 
 def _content_bytes(modality: str, item: Any) -> bytes:
+    if isinstance(item, VideoFrames | VideoSoundtrack):  # the clip's hash (streamed) and how it is sampled
+        return item.content_key()
     if isinstance(item, str) and modality == "text":
         return item.encode("utf-8")
     if isinstance(item, bytes):
@@ -293,7 +337,7 @@ def encode_modality(
         for i, digest, item in chunk:
             try:
                 with stage("decode"):
-                    found = _LOADERS[modality](item, encoder)
+                    found = load_item(modality, item, encoder)
             except LoadError as exc:
                 report.add(exc.kind, samples[i].id, str(exc))
                 if cache is not None:
@@ -302,7 +346,7 @@ def encode_modality(
             _report_findings(report, samples[i].id, found.problems, found.notes)
             loaded.append((i, digest, found))
         if loaded:
-            out_states, out_pooled = encoder.encode([found.value for _, _, found in loaded])
+            out_states, out_pooled = encode_items(encoder, [found.value for _, _, found in loaded])
             for (i, digest, found), s, p in zip(loaded, out_states, out_pooled, strict=True):
                 if cache is not None:
                     cache.put(key, digest, s, p, found.problems, found.notes)

@@ -39,6 +39,8 @@ class ModelConfig:
     fusent_version: str = __version__
     task: TaskName = "classification"  # regression: ``labels`` is empty and the head has one output, the score
     temperature: float = 1.0  # divides the logits before the softmax: fitted on validation (temperature scaling)
+    video: dict[str, Any] = field(default_factory=dict)  # how clips become frames (data/video.py VideoSettings)
+    asr: str = "off"  # transcripts of voice notes / soundtracks (fusent/asr.py AsrMode)
 
     @property
     def finetune_text(self) -> bool:

@@ -165,6 +165,19 @@ class TrainConfig:
             _check_range(self, name, 0, 1)
 
 
+class AsrMode(StrEnum):
+    """off: no transcripts; fill: the transcript is the text of posts with audio and no text; append: it follows
+    the caption of every post with audio."""
+
+    off = "off"
+    fill = "fill"
+    append = "append"
+
+
+#: Frames sampled per video clip (uniformly in time), pooled over time by the image side.
+DEFAULT_VIDEO_FRAMES = 8
+
+
 @dataclass
 class EncoderSettings:
     """Which encoders produce the features. ``image_model="none"`` drops the image modality (text-only data);
@@ -179,9 +192,13 @@ class EncoderSettings:
     device: str | None = None
     audio_model: str = "auto"
     audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
+    video_frames: int = DEFAULT_VIDEO_FRAMES  # frames sampled per video clip, pooled over time
+    asr: str = "off"  # transcripts of voice notes / soundtracks: off | fill (posts without text) | append
 
     def __post_init__(self) -> None:
         self.text_pooling = choice(TextPooling, self.text_pooling, "text_pooling")
+        _check_range(self, "video_frames", 1)
+        self.asr = choice(AsrMode, self.asr, "asr").value
         self.device = check_device(self.device)
         _check_range(self, "max_length", 1)
         _check_range(self, "finetune_text_layers", 0)
@@ -189,6 +206,11 @@ class EncoderSettings:
         for name in ("text_model", "image_model", "audio_model"):
             if not str(getattr(self, name)).strip():
                 raise OptionError(f"{flag(name)} must name a model, a folder or none; got an empty value", flag(name))
+
+    def video_config(self) -> dict[str, Any]:
+        from .data.video import VideoSettings  # numpy / PIL: not at import time (fast --help)
+
+        return dataclasses.asdict(VideoSettings(frames=self.video_frames))
 
     def text_config(self) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ from .calibration import fit_temperature
 from .cost import stage
 from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
 from .data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, Split, cv_from_file, cv_splits
+from .data.video import VideoSettings, with_video
 from .encoders import (
     Encoder,
     TextEncoder,
@@ -219,18 +220,21 @@ def encode_splits(
     for split in splits:
         for samples in split.parts().values():
             labelled.update((s.id, s) for s in samples)
-    settings = (settings or EncoderSettings()).for_dataset([*labelled.values(), *to_predict], bundle.report)
+    settings = settings or EncoderSettings()
+    samples = media_inputs(list(labelled.values()), settings, cache_dir, bundle.report, progress)
+    to_predict = media_inputs(to_predict, settings, cache_dir, bundle.report, progress)
+    settings = settings.for_dataset([*samples, *to_predict], bundle.report)
     encoders, text_encoder = build_encoders(
         settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
     )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
     if distributed.active():  # each rank encodes its share into the cache, then every rank reads all of it from there
-        share = distributed.shard([*labelled.values(), *to_predict], pad=False)
+        share = distributed.shard([*samples, *to_predict], pad=False)
         scratch = _Unlogged()  # the problems are reported once, from the cache, below
         build_features(share, encoders, cache, scratch, batch_size, progress and distributed.is_main(), keep_states)
         distributed.barrier()
-    table = build_features(list(labelled.values()), encoders, cache, bundle.report, batch_size, progress, keep_states)
+    table = build_features(samples, encoders, cache, bundle.report, batch_size, progress, keep_states)
     predict_table = build_features(to_predict, encoders, cache, bundle.report, batch_size, progress, keep_states)
     seconds = time.perf_counter() - start
     row = {sid: i for i, sid in enumerate(labelled)}
@@ -268,6 +272,23 @@ def encode_splits(
     return prepared
 
 
+def media_inputs(
+    samples: Sequence[Sample],
+    settings: EncoderSettings,
+    cache_dir: str | Path | None,
+    report: ProblemReport,
+    progress: bool = True,
+) -> list[Sample]:
+    """Samples with their clips as frames + soundtrack (lazy) and, with ``settings.asr``, their transcripts."""
+    samples = with_video(samples, VideoSettings(frames=settings.video_frames), settings.audio_seconds)
+    if settings.asr == "off":
+        return samples
+    from .asr import TranscriptCache, transcribe_samples
+
+    cache = TranscriptCache(FeatureCache(cache_dir).root)
+    return transcribe_samples(samples, settings.asr, cache=cache, report=report, progress=progress)
+
+
 @stage("train")
 def fit(
     prepared: Prepared,
@@ -293,6 +314,8 @@ def fit(
         image_encoder=prepared.encoder_configs.get("image", {}) if "image" in prepared.dims else {},
         audio_encoder=prepared.encoder_configs.get("audio", {}) if "audio" in prepared.dims else {},
         training={**asdict(train_config), "split": prepared.split},
+        video=prepared.settings.video_config(),
+        asr=prepared.settings.asr,
     )
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None
@@ -331,10 +354,14 @@ def evaluate_prepared(model: FusentModel, prepared: Prepared, calibrate: bool = 
 
 
 def write_predictions(
-    path: str | Path | None, ids: Sequence[str], labels: Sequence[str | float], header: str = "guid,tag"
+    path: str | Path | None,
+    ids: Sequence[str],
+    labels: Sequence[str | float],
+    header: str = "guid,tag",
+    transcripts: Sequence[str | None] | None = None,
 ) -> None:
     """``guid,tag`` rows (the MVSA test file's own format; ``id,score`` with 4-decimal scores for regression) to
-    ``path``, or to stdout when path is None/'-'."""
+    ``path``, or to stdout when path is None/'-'; with ``transcripts`` (``--asr``), a third column of them."""
     from .prediction_file import write_prediction_file
 
-    write_prediction_file(path, ids, labels, header)
+    write_prediction_file(path, ids, labels, header, transcripts=transcripts)

@@ -1,7 +1,8 @@
 """A Predictor loaded from a checkpoint: the model plus the frozen encoders it was trained on.
 
-``predict(text=, image=, audio=)`` answers one post in the shape Hugging Face pipelines use, with how much each
-modality contributed; ``predict_batch`` answers many; ``predict_samples`` runs whole datasets through the cache.
+``predict(text=, image=, audio=, video=)`` answers one post in the shape Hugging Face pipelines use, with how much
+each modality contributed (and, with ``--asr``, what was said); ``predict_batch`` answers many; ``predict_samples``
+runs whole datasets through the cache.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .data.audio import SAMPLE_RATE
 from .data.images import MAX_IMAGE_PIXELS
 from .data.records import MODALITIES
 from .data.text import clean_text, decode_text
+from .data.video import VideoFrames, VideoLoadError, VideoSettings, VideoSoundtrack, VideoSource, probe, with_video
 from .encoders.base import pick_device
 from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
 from .features import FeatureCache, FeatureTable, ModalityBatch, build_features
@@ -52,11 +54,13 @@ class Prediction(list):
         contributions: dict[str, float],
         contribution_method: str,
         warnings: list[dict[str, str]] | None = None,
+        transcript: str | None = None,
     ):
         super().__init__(scores)
         self.contributions, self.contribution_method = contributions, contribution_method
         #: what was wrong with an input but tolerated, as at training time (e.g. silent audio): ``{"kind", "detail"}``
         self.warnings = warnings or []
+        self.transcript = transcript  # what --asr heard in the post's audio (None: not transcribed)
 
     def top(self, k: int | None) -> Prediction:
         """The best ``k`` labels (None or more than there are: all), keeping contributions and warnings."""
@@ -64,7 +68,7 @@ class Prediction(list):
             return self
         if k < 1:
             raise ValueError(f"top_k must be >= 1 or None (all labels); got {k}")
-        return Prediction(list(self)[:k], self.contributions, self.contribution_method, self.warnings)
+        return Prediction(list(self)[:k], self.contributions, self.contribution_method, self.warnings, self.transcript)
 
     @property
     def label(self) -> str | None:
@@ -82,6 +86,7 @@ class Prediction(list):
             "contributions": self.contributions,
             "contribution_method": self.contribution_method,
             "warnings": self.warnings,
+            "transcript": self.transcript,
         }
 
 
@@ -117,9 +122,11 @@ class Predictor:
         device: str | None = None,
         quantize_text: bool = False,
         onnx: bool = False,
+        asr: str | None = None,
     ):
         """``quantize_text``: int8 dynamic quantisation of a frozen text encoder; ``onnx``: the EfficientNet-Lite
-        image encoder through ONNX Runtime. Both are CPU speed options that change the scores slightly."""
+        image encoder through ONNX Runtime. Both are CPU speed options that change the scores slightly. ``asr``
+        overrides the checkpoint's transcript mode (off / fill / append)."""
         self.model = model.to(pick_device(device)).eval()
         cfg = model.config
         self.modalities = [m for m in MODALITIES if m in model.head.uses]
@@ -148,6 +155,10 @@ class Predictor:
         #: request would add files to it. Datasets (``predict_samples``, ``outputs``) always use it.
         self.cache_posts = False
         self.max_image_pixels = MAX_IMAGE_PIXELS
+        self.video = VideoSettings.from_config(cfg.video)
+        self.max_video_seconds: float | None = None  # a longer clip is refused (the service sets it)
+        self.asr = asr if asr is not None else cfg.asr
+        self.transcriber: Any = None  # built on first use: loading Whisper takes seconds
         weights = model.head.report().get("modality_weights")
         self.learned_weights: dict[str, float] | None = dict(weights) if weights else None
 
@@ -161,11 +172,12 @@ class Predictor:
         quantize_text: bool = False,
         onnx: bool = False,
         cache_posts: bool = False,
+        asr: str | None = None,
     ) -> Predictor:
         """``use_cache``: datasets (``predict_samples``, ``outputs``) go through the on-disk feature cache (False for
         serving); single posts and calls only with ``cache_posts=True``, or every request would add files."""
         model = FusentModel.from_pretrained(checkpoint, device=device)
-        predictor = cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx)
+        predictor = cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx, asr)
         predictor.cache_posts = cache_posts and use_cache
         return predictor
 
@@ -177,8 +189,29 @@ class Predictor:
         post = {m: v for m, v in post.items() if m in self.modalities}
         if post:
             self.predict_batch([post])
+        if self.asr != "off":  # loading Whisper takes seconds: not on the first voice note
+            from .asr import Transcriber
+
+            self.transcriber = self.transcriber or Transcriber()
+            self.transcriber.transcribe(np.zeros(16_000, dtype=np.float32))
 
     # ------------------------------------------------------------------------------------------ datasets
+
+    def prepare_samples(
+        self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
+    ) -> list[Sample]:
+        """Clips as frames + soundtrack, sampled as at training time, and transcripts when the model uses them
+        (``asr``); idempotent, so a caller may prepare samples to read their transcripts first."""
+        seconds = (self.model.config.audio_encoder or {}).get("max_seconds")
+        samples = with_video(samples, self.video, seconds)
+        if self.asr == "off":
+            return samples
+        from .asr import Transcriber, TranscriptCache, transcribe_samples
+
+        if self.transcriber is None:
+            self.transcriber = Transcriber()
+        cache = TranscriptCache(self.cache.root) if self.cache is not None else None
+        return transcribe_samples(samples, self.asr, self.transcriber, cache, report, progress)
 
     def features(
         self,
@@ -188,7 +221,9 @@ class Predictor:
         batch_size: int = 32,
         cache: bool = True,
     ) -> FeatureTable:
-        """Encoded ``samples``, through the feature cache when the predictor has one and ``cache``."""
+        """Encoded ``samples`` (clips as frames + soundtrack, transcripts when the model uses them), through the
+        feature cache when the predictor has one and ``cache``."""
+        samples = self.prepare_samples(samples, report, progress)
         return build_features(
             samples,
             self.encoders,
@@ -232,18 +267,19 @@ class Predictor:
         *,
         image: Any = None,
         audio: Any = None,
+        video: Any = None,
         top_k: int | None = None,
         batch_size: int = 32,
     ) -> Prediction | list[Prediction]:
         """Like a Hugging Face pipeline: ``clf("text", image=...)`` or ``clf({"text": ..., "image": ...})`` answers
         one post, ``clf([{...}, "text", ...])`` a list of them. ``top_k``: the best k labels (None = all, sorted)."""
         if isinstance(inputs, list | tuple):
-            if image is not None or audio is not None:
-                raise InputError("bad_call", "with a list of posts, give image / audio inside each post's dict")
+            if image is not None or audio is not None or video is not None:
+                raise InputError("bad_call", "with a list of posts, give image / audio / video inside each post's dict")
             posts = [p if isinstance(p, Mapping) else {"text": p} for p in inputs]
             return [p.top(top_k) for p in self.predict_batch(posts, batch_size)]
         post = dict(inputs) if isinstance(inputs, Mapping) else {"text": inputs}
-        post.update({k: v for k, v in {"image": image, "audio": audio}.items() if v is not None})
+        post.update({k: v for k, v in {"image": image, "audio": audio, "video": video}.items() if v is not None})
         return self._predict_chunk([self.sample(post)])[0].top(top_k)
 
     def predict_proba(self, posts: Sequence[Mapping[str, Any]] | Mapping[str, Any], batch_size: int = 32) -> np.ndarray:
@@ -259,18 +295,22 @@ class Predictor:
                 out[i, order[row["label"]]] = row["score"]
         return out
 
-    def predict(self, text: str | bytes | None = None, image: Any = None, audio: Any = None) -> Prediction:
-        """One post -> ``[{"label": ..., "score": ...}]`` sorted by score, with ``.contributions``.
+    def predict(
+        self, text: str | bytes | None = None, image: Any = None, audio: Any = None, video: Any = None
+    ) -> Prediction:
+        """One post -> ``[{"label": ..., "score": ...}]`` sorted by score, with ``.contributions`` (and
+        ``.transcript`` when the model transcribes audio).
 
-        ``image``: a path, encoded bytes, a PIL image or a numpy array; ``audio``: what the audio loader takes.
+        ``image``: a path, encoded bytes, a PIL image or a numpy array; ``audio``: what the audio loader takes (a
+        voice note); ``video``: a clip's path or bytes, whose frames and soundtrack fill the image and audio sides.
         Raises InputError when nothing is given, when the model was trained without a given modality, or when
         an input cannot be read (a broken input is never silently treated as missing here).
         """
-        return self._predict_chunk([self.sample({"text": text, "image": image, "audio": audio})])[0]
+        return self._predict_chunk([self.sample({"text": text, "image": image, "audio": audio, "video": video})])[0]
 
     def predict_batch(self, posts: Sequence[Mapping[str, Any]], batch_size: int = 32) -> list[Prediction]:
-        """Several posts, each a mapping with any of ``text``, ``image``, ``audio``; encoded ``batch_size`` at a
-        time. Every post is checked before any is encoded, so a bad one fails fast with its index."""
+        """Several posts, each a mapping with any of ``text``, ``image``, ``audio``, ``video``; encoded ``batch_size``
+        at a time. Every post is checked before any is encoded, so a bad one fails fast with its index."""
         samples = [self.sample(post, str(i)) for i, post in enumerate(posts)]
         out: list[Prediction] = []
         for start in range(0, len(samples), batch_size):
@@ -280,10 +320,13 @@ class Predictor:
     def sample(self, post: Mapping[str, Any], sample_id: str = "input") -> Sample:
         """Check one post and decode its inputs (text cleaned as at training time, images decoded to RGB)."""
         where = f"post {sample_id}: " if sample_id != "input" else ""
-        unknown = set(post) - set(MODALITIES) - {"text", "image", "audio"}
+        unknown = set(post) - set(MODALITIES) - {"video"}
         if unknown:
-            raise InputError("unknown_field", f"{where}unknown field(s) {sorted(unknown)}; give text, image, audio")
+            raise InputError(
+                "unknown_field", f"{where}unknown field(s) {sorted(unknown)}; give text, image, audio, video"
+            )
         given = {m: v for m, v in post.items() if v is not None}
+        video = given.pop("video", None)
         text = given.get("text")
         if text is not None:
             if isinstance(text, bytes | bytearray):
@@ -294,7 +337,7 @@ class Predictor:
                 raise InputError("bad_text", f"{where}text must be a str, got {type(text).__name__}", "text")
             if not text:
                 given.pop("text")
-        if not given:
+        if not given and video is None:
             raise InputError("no_input", f"{where}give at least one of: {', '.join(self.modalities)}")
         for m in given:
             if m not in self.modalities:
@@ -312,11 +355,54 @@ class Predictor:
         fields = {"text": text or None, "image": image}
         if "audio" in given:
             fields["audio"] = given["audio"]  # decoded by the audio encoder's loader
-        return Sample(id=sample_id, **fields)
+        sample = Sample(id=sample_id, **fields)
+        return self._with_clip(sample, video, where) if video is not None else sample
+
+    def _with_clip(self, sample: Sample, video: Any, where: str) -> Sample:
+        """The sample with its clip's frames and soundtrack (lazy) where it has no image / audio of its own. The
+        header is checked here (readable, duration, frame size, streams the model can use), before any decoding."""
+        if isinstance(video, bytearray | memoryview):
+            video = bytes(video)
+        if not isinstance(video, str | Path | bytes):
+            raise InputError("bad_video", f"{where}video must be a path or the file's bytes", "video")
+        source = VideoSource(video)
+        try:
+            info = probe(source)
+        except VideoLoadError as exc:
+            raise InputError(exc.kind, f"{where}{exc}", "video") from None
+        except ModuleNotFoundError as exc:
+            raise InputError("video_unsupported", f"{where}{exc}", "video") from None
+        limit = self.max_video_seconds
+        if limit and info.duration is not None and info.duration > limit:
+            raise InputError(
+                "too_long_video", f"{where}the clip is {info.duration:,.1f}s long (limit {limit:g}s)", "video"
+            )
+        if info.width * info.height > self.max_image_pixels:
+            raise InputError(
+                "too_large_video",
+                f"{where}the clip is {info.width}x{info.height} pixels (limit {self.max_image_pixels:,})",
+                "video",
+            )
+        transcribes = self.asr != "off" and "text" in self.modalities
+        usable = (info.has_video and "image" in self.modalities) or (
+            info.has_audio and ("audio" in self.modalities or transcribes)
+        )
+        if not usable and sample.text is None and sample.image is None and sample.audio is None:
+            streams = " and ".join(k for k, v in (("video", info.has_video), ("audio", info.has_audio)) if v)
+            raise InputError(
+                "unusable_video",
+                f"{where}the clip has {streams or 'no'} streams; this model reads {', '.join(self.modalities)}",
+                "video",
+            )
+        seconds = (self.model.config.audio_encoder or {}).get("max_seconds")
+        image = sample.image if sample.image is not None or not info.has_video else VideoFrames(source, self.video)
+        audio = sample.audio if sample.audio is not None or not info.has_audio else VideoSoundtrack(source, seconds)
+        return dataclasses.replace(sample, image=image, audio=audio)
 
     @torch.inference_mode()
     def _predict_chunk(self, samples: list[Sample]) -> list[Prediction]:
         report = ProblemReport()
+        samples = self.prepare_samples(samples, report, progress=False)
         table = self.features(samples, report, progress=False, cache=self.cache_posts)
         self._check_decoded(samples, table, report)
         model, index = self.model, torch.arange(len(samples))
@@ -336,7 +422,7 @@ class Predictor:
                 )
             given = {m: round(float(contributions[m][i]), 6) for m in self.modalities if present[m][i]}
             warnings = [{"kind": k, "detail": msg} for k, sid, msg in report.entries if sid == samples[i].id]
-            out.append(Prediction(scores, given, method, warnings))
+            out.append(Prediction(scores, given, method, warnings, samples[i].transcript))
         return out
 
     @staticmethod

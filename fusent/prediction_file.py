@@ -27,21 +27,30 @@ class PredictionFormat:
     ``proba_labels`` each row also gets ``p_<label>`` (the calibrated probability of that class)."""
 
     def __init__(
-        self, header: str = "guid,tag", fmt: OutputFormat | str = "csv", proba_labels: Sequence[str] | None = None
+        self,
+        header: str = "guid,tag",
+        fmt: OutputFormat | str = "csv",
+        proba_labels: Sequence[str] | None = None,
+        transcripts: bool = False,
     ):
         self.columns = [c.strip() for c in header.split(",")]
         if len(self.columns) != 2:
             raise ValueError(f"a prediction header names an id and an answer column, got {header!r}")
         self.fmt = choice(OutputFormat, fmt, "format")
         self.proba_labels = list(proba_labels or [])
-        self.columns += [f"p_{label}" for label in self.proba_labels]
+        self.transcripts = transcripts  # a last column with each post's transcript (--asr)
+        self.columns += [f"p_{label}" for label in self.proba_labels] + (["transcript"] if transcripts else [])
 
     def header_text(self) -> str:
         """The CSV header line (nothing for JSON lines, whose rows name their fields)."""
         return self._csv([self.columns]) if self.fmt == OutputFormat.CSV else ""
 
     def rows_text(
-        self, ids: Sequence[str], values: Sequence[str | float], proba: Sequence[Sequence[float]] | None = None
+        self,
+        ids: Sequence[str],
+        values: Sequence[str | float],
+        proba: Sequence[Sequence[float]] | None = None,
+        transcripts: Sequence[str | None] | None = None,
     ) -> str:
         """Rows for ``ids`` with their label (or score) and, when the format has them, their class probabilities
         (``proba[i]`` in the order of ``proba_labels``)."""
@@ -55,6 +64,8 @@ class PredictionFormat:
             row: list[Any] = [sid, value]
             if self.proba_labels:
                 row += [round(float(p), PROBA_DECIMALS) for p in proba[i]]  # type: ignore[index]
+            if self.transcripts:
+                row.append((transcripts[i] if transcripts is not None else None) or "")
             rows.append(row)
         if as_csv:
             return self._csv(rows)
@@ -76,11 +87,12 @@ def write_prediction_file(
     fmt: OutputFormat | str = "csv",
     proba: Sequence[Sequence[float]] | None = None,
     proba_labels: Sequence[str] | None = None,
+    transcripts: Sequence[str | None] | None = None,
 ) -> None:
     """Every row at once to ``path`` (written atomically: a crash leaves the old file or none), or to stdout when
-    ``path`` is None or ``-``."""
-    form = PredictionFormat(header, fmt, proba_labels if proba is not None else None)
-    text = form.header_text() + form.rows_text(ids, values, proba)
+    ``path`` is None or ``-``; ``transcripts`` (``--asr``) adds a last column."""
+    form = PredictionFormat(header, fmt, proba_labels if proba is not None else None, transcripts is not None)
+    text = form.header_text() + form.rows_text(ids, values, proba, transcripts)
     if path is None or str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

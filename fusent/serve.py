@@ -39,6 +39,7 @@ T = TypeVar("T")
 _STATUS = {"too_large_image": 413, "payload_too_large": 413, "text_too_long": 413, "batch_too_large": 413}
 #: Status of an answer to a client that left before it came: logged, never sent (nginx's "client closed request").
 _CLIENT_GONE = 499
+_STATUS.update(too_long_video=413, too_large_video=413, video_unsupported=415)  # clips: limits; no PyAV here
 
 
 @dataclass
@@ -71,6 +72,20 @@ class ServeSettings:
         "audio/x-flac",
         "audio/mpeg",
         "audio/ogg",
+        "audio/mp4",  # voice notes (m4a / AAC, opus): decoded by PyAV, the video extra
+        "audio/x-m4a",
+        "audio/aac",
+        "audio/opus",
+        "audio/webm",
+        "application/octet-stream",
+    )
+    max_video_seconds: float = 120.0  # a longer clip is refused (413), read from its header before decoding
+    video_types: tuple[str, ...] = (
+        "video/mp4",
+        "video/webm",
+        "video/quicktime",
+        "video/x-matroska",
+        "video/x-m4v",
         "application/octet-stream",
     )
 
@@ -92,7 +107,8 @@ class PostJSON(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, description="The post's text.")
     image: str | None = Field(None, description="The image file, base64-encoded.")
-    audio: str | None = Field(None, description="The audio file, base64-encoded.")
+    audio: str | None = Field(None, description="The audio file (a voice note), base64-encoded.")
+    video: str | None = Field(None, description="A video clip (.mp4, .webm, .mov, .mkv), base64-encoded.")
 
 
 class BatchJSON(BaseModel):
@@ -119,6 +135,7 @@ class PredictResponse(BaseModel):
     warnings: list[Warning] = Field(
         default_factory=list, description="What was wrong with an input but tolerated, as in training (e.g. silence)."
     )
+    transcript: str | None = Field(None, description="What was said in the audio (models trained with --asr).")
 
 
 class BatchResponse(BaseModel):
@@ -154,6 +171,7 @@ _MULTIPART = {
         "text": {"type": "string"},
         "image": {"type": "string", "format": "binary"},
         "audio": {"type": "string", "format": "binary"},
+        "video": {"type": "string", "format": "binary"},
     },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -302,7 +320,7 @@ def _check_text(text: Any, settings: ServeSettings, where: str = "") -> None:
 def _post_from_json(post: PostJSON, settings: ServeSettings, where: str = "") -> dict[str, Any]:
     _check_text(post.text, settings, where)
     out: dict[str, Any] = {"text": post.text}
-    for name in ("image", "audio"):
+    for name in ("image", "audio", "video"):
         value = getattr(post, name)
         if value is not None:
             out[name] = _decode_base64(value, f"{where}{name}")
@@ -311,20 +329,21 @@ def _post_from_json(post: PostJSON, settings: ServeSettings, where: str = "") ->
 
 async def _post_from_form(request: Request, settings: ServeSettings) -> dict[str, Any]:
     try:
-        form = await request.form(max_files=3, max_fields=3, max_part_size=settings.max_upload_bytes)
+        form = await request.form(max_files=4, max_fields=4, max_part_size=settings.max_upload_bytes)
     except (ApiError, ClientDisconnect):
         raise
     except Exception as exc:  # malformed multipart (the parser's own errors)
         raise ApiError(400, "bad_multipart", f"cannot parse the multipart body: {exc}") from None
     try:
-        unknown = sorted(set(form.keys()) - {"text", "image", "audio"})
+        unknown = sorted(set(form.keys()) - {"text", "image", "audio", "video"})
         if unknown:
-            raise ApiError(422, "unknown_field", f"unknown form field(s) {unknown}; give text, image, audio")
+            raise ApiError(422, "unknown_field", f"unknown form field(s) {unknown}; give text, image, audio, video")
         post: dict[str, Any] = {}
         text = form.get("text")
         post["text"] = (await text.read()) if isinstance(text, UploadFile) else text
         _check_text(post["text"], settings)
-        for name, allowed in (("image", settings.image_types), ("audio", settings.audio_types)):
+        kinds = (("image", settings.image_types), ("audio", settings.audio_types), ("video", settings.video_types))
+        for name, allowed in kinds:
             item = form.get(name)
             if item is None or item == "":
                 continue
@@ -355,6 +374,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         raise ValueError("serve a Predictor without a feature cache (use_cache=False): requests would fill the disk")
     settings = settings or ServeSettings()
     predictor.max_image_pixels = settings.max_image_pixels
+    predictor.max_video_seconds = settings.max_video_seconds
     runner = Runner(settings)
     config = predictor.model.config
 
@@ -424,8 +444,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         },
     )
     async def predict(request: Request) -> dict[str, Any]:
-        """One post: multipart (``text`` field, ``image`` and ``audio`` files; a form with text only may be
-        url-encoded) or JSON with base64 files."""
+        """One post: multipart (``text`` field, ``image``, ``audio`` and ``video`` files; a form with text only may
+        be url-encoded) or JSON with base64 files."""
         kind = content_type(request)
         if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
             post = await _post_from_form(request, settings)
@@ -474,6 +494,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             "contribution_method": "learned_weights" if predictor.learned_weights else "masking",
             "learned_weights": predictor.learned_weights,
             "runtime": predictor.runtime,
+            "asr": predictor.asr,
             "version": __version__,
             "checkpoint_version": config.fusent_version,
             "limits": {k: v for k, v in asdict(settings).items() if k != "workers"},

@@ -73,7 +73,7 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path: Path, good_csv: Pa
         ("train", "--data", good_csv, "--head-arg", "foo=1"): "takes no 'foo'",
         ("train", "--data", good_csv, "--device", "cuda", "--image-model", "none"): "no CUDA device",
         ("train", "--data", good_csv, "--class-weights", "balnced"): "'balnced' is not one of",
-        ("train", "--data", ids_only, "--image-model", "none"): "no text, image or audio column",
+        ("train", "--data", ids_only, "--image-model", "none"): "no text, image, audio or video column",
         ("train", "--data", good_csv, "--lr", "0"): "--lr must be > 0",
     }
     for args, expected in cases.items():

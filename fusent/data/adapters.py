@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ..options import OptionError
 from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
 from .text import decode_bytes, decode_text
+from .video import resolve_video
 
 MVSA_LABELS = ["negative", "neutral", "positive"]
 _UNLABELLED = {"", "null", "none", "nan"}
@@ -30,8 +31,8 @@ def load_dataset(
     path: str | Path, labels: list[str] | None = None, label_set: str | None = None, allow_outside: bool = False
 ) -> DatasetBundle:
     """Pick the adapter from what ``path`` is: an MVSA, Memotion or RAVDESS folder, a folder with a manifest, a
-    .csv/.jsonl manifest, or a folder of audio files (to predict). ``labels`` names the classes (rows with another
-    label are reported and left out); ``label_set`` picks one of a dataset's label sets (RAVDESS: sentiment or
+    .csv/.jsonl manifest, or a folder of audio or video files (to predict). ``labels`` names the classes (rows with
+    another label are reported and left out); ``label_set`` picks one of a dataset's label sets (RAVDESS: sentiment or
     emotion); ``allow_outside`` lets a manifest name files outside its own folder."""
     path = Path(path)
     from .ravdess import is_ravdess_folder, load_audio_folder, load_ravdess  # imported here: they import this module
@@ -64,7 +65,7 @@ def load_dataset(
                 f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
                 "(labels.csv / test_without_label.csv + images/), a CMU-MOSI style folder (label.csv with "
                 "id,text,label,mode), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac), a folder with "
-                "manifest.csv / manifest.jsonl, nor a folder of audio files"
+                "manifest.csv / manifest.jsonl, nor a folder of audio or video files"
             ) from None
     if is_manifest_file(path):
         return load_manifest(path, labels=labels, allow_outside=allow_outside)
@@ -206,7 +207,7 @@ def check_row(
         report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
         return False
     seen.add(sample.id)
-    if all(getattr(sample, m) is None for m in MODALITIES):
+    if all(getattr(sample, m) is None for m in MODALITIES) and getattr(sample, "video", None) is None:
         report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
     if not is_labelled:
         sample.label, sample.score = None, None
@@ -325,6 +326,7 @@ def manifest_sample(
     if not text:
         report.add("empty_text", sid, "text is empty")
     media = {m: _media_path(record, m, base, sid, report, allow_outside) for m in ("image", "audio")}
+    media["video"] = resolve_video(record.get("video"), base, sid, report, confine=not allow_outside)
     label = _field(record, "label")
     group = _field(record, "group") or None  # optional: samples of one group stay on one side of a split
     sample = Sample(id=sid, text=text or None, **media, label=label, group=group)
@@ -332,8 +334,8 @@ def manifest_sample(
 
 
 def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outside: bool = False) -> DatasetBundle:
-    """CSV, JSONL (one object a line), JSON (a list of objects) or Parquet with columns id, text, image and audio
-    (paths, relative to the manifest and inside its folder unless ``allow_outside``), label (empty = predict),
+    """CSV, JSONL (one object a line), JSON (a list of objects) or Parquet with columns id, text, image, audio and
+    video (paths, relative to the manifest and inside its folder unless ``allow_outside``), label (empty = predict),
     optional group.
 
     Lines that are not UTF-8 fall back to cp1252 then latin-1; a row the file format rejects (a cell over the csv
@@ -349,9 +351,11 @@ def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outsi
         raise OptionError(f"manifest {path} has no rows: give a header id,text,image,audio,label and a row per post")
     if not any("id" in rec for _, rec in records):
         raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(records[0][1])}")
-    if not any(m in rec for _, rec in records for m in MODALITIES):
+    if not any(m in rec for _, rec in records for m in (*MODALITIES, "video")):
         columns = ",".join(records[0][1])
-        raise OptionError(f"manifest {path} has no text, image or audio column (only {columns}): nothing to read")
+        raise OptionError(
+            f"manifest {path} has no text, image, audio or video column (only {columns}): nothing to read"
+        )
     parsed = (manifest_sample(rec, where, path.parent, report, str(path), allow_outside) for where, rec in records)
     bundle = _finish((row for row in parsed if row is not None), labels, report, name=path.stem)
     bundle.prediction_header = "id,label"  # predictions in the manifest's own columns, so they read back in

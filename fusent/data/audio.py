@@ -19,9 +19,9 @@ import soundfile as sf
 from .loading import IN_MEMORY, Decoded, LoadError
 
 SAMPLE_RATE = 16_000
-#: File suffixes read as audio when a folder of files is given (soundfile reads all of them; mp3 needs libsndfile
-#: >= 1.1, else librosa's audioread fallback).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+#: File suffixes read as audio when a folder of files is given (soundfile reads the first four; mp3 needs libsndfile
+#: >= 1.1; m4a / aac / opus voice notes are decoded by PyAV, the video extra).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".oga")
 #: A clip whose peak stays below this level (-60 dBFS) is reported as silent.
 SILENT_PEAK = 1e-3
 #: A clip with more than this fraction of samples at full scale (|x| >= CLIP_LEVEL) is reported as clipped.
@@ -64,6 +64,13 @@ def _decode(source: Path | io.BytesIO, name: str, seconds: float | None) -> tupl
             return fh.read(frames, dtype="float32", always_2d=True), rate
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         first = getattr(error, "error_string", None) or error  # libsndfile's reason, without "Error opening <object>"
+        try:  # m4a / AAC / opus voice notes: FFmpeg through PyAV (the video extra), when installed
+            from .video import decode_audio_file
+
+            raw = source.getvalue() if isinstance(source, io.BytesIO) else Path(source).read_bytes()
+            return decode_audio_file(raw, name)[:, None], SAMPLE_RATE
+        except (ModuleNotFoundError, LoadError):
+            pass
         if name == IN_MEMORY:  # audioread needs a file on disk; bytes soundfile cannot read are not audio we know
             raise AudioLoadError("corrupt_audio", f"not a readable audio file ({first})", name) from None
         try:

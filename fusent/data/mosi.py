@@ -5,6 +5,8 @@ labelled test rows holds out its dev rows as the test part instead (see ``split_
 share a ``group`` (the id before its last ``_``), so drawn splits and folds keep a video on one side.
 
 MMSA's own ``video_id,clip_id`` columns are read as the id ``{video_id}_{clip_id}`` (the form CMU-MOSI ids take).
+When the folder has MMSA's ``Raw/{video_id}/{clip_id}.mp4`` clips, each segment also gets its clip (frames and
+soundtrack, ``data/video.py``): the real corpus then trains seed 001's text + image + audio setting with one command.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from .adapters import _finish
 from .memotion import _clean, _read_csv
 from .records import DatasetBundle, ProblemReport, Sample
+from .video import VIDEO_SUFFIXES
 
 LABELLED_FILE, UNLABELLED_FILE = "label.csv", "test_without_label.csv"
 #: ``id,score``: the README's format for predictions of test_without_label.csv.
@@ -45,6 +48,20 @@ def video_of(sid: str, record: dict[str, str]) -> str:
     return sid.rsplit("_", 1)[0] if "_" in sid else sid
 
 
+def raw_clip(raw: Path, sid: str, record: dict[str, str], report: ProblemReport) -> Path | None:
+    """``Raw/{video_id}/{clip_id}.mp4`` (or another video suffix) of a segment; a missing clip is reported."""
+    if "clip_id" in record:
+        video, clip = record["id"], record["clip_id"]
+    else:  # an id ``{video_id}_{clip_id}``
+        video, clip = video_of(sid, record), sid.rsplit("_", 1)[-1]
+    for suffix in VIDEO_SUFFIXES:
+        path = raw / video / f"{clip}{suffix}"
+        if path.is_file():
+            return path
+    report.add("missing_video", sid, f"no clip {raw / video / clip}.mp4 (or {', '.join(VIDEO_SUFFIXES[1:])})")
+    return None
+
+
 def _score(raw: str, sid: str, low: float, high: float, report: ProblemReport) -> float | None:
     """The label cell as a float in [low, high]; anything else is reported and gives None (not trained on)."""
     try:
@@ -69,6 +86,7 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
     """
     root = Path(root)
     report = ProblemReport()
+    raw = root / "Raw" if (root / "Raw").is_dir() else None  # MMSA's clips: text is then not the only modality
     modes: dict[str, str] = {}
     has_mode = False
 
@@ -102,6 +120,7 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
                         continue
                     rec["text"] = ""  # still an id to predict: no prediction row may go missing
                 text = _clean(rec.get("text")) or None
+                video = raw_clip(raw, sid, rec, report) if raw is not None else None
                 score = None
                 if labelled:
                     mode = MODES.get(rec.get("mode", "train").lower()) if "mode" in header else "train"
@@ -109,13 +128,13 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
                         report.add("unknown_split", sid, f"mode {rec.get('mode')!r} is not one of {sorted(MODES)}")
                         continue
                     score = _score(rec.get("label", ""), sid, *score_range, report)
-                    if text is None:
+                    if text is None and video is None:
                         report.add("empty_text", sid, "text is empty; not trained on (text is the only modality)")
                         score = None
                     modes.setdefault(sid, mode)  # the first row of an id is the one _finish keeps
                 elif text is None:
                     report.add("empty_text", sid, "text is empty; predicted without it")
-                yield Sample(id=sid, text=text, score=score, group=video_of(sid, rec)), labelled
+                yield Sample(id=sid, text=text, score=score, group=video_of(sid, rec), video=video), labelled
 
     bundle = _finish(rows(), None, report, name=root.name, task="regression")
     bundle.prediction_header = MOSI_PREDICTION_HEADER

@@ -16,6 +16,7 @@ from pathlib import Path
 from .adapters import _finish
 from .audio import AUDIO_SUFFIXES, is_audio_file
 from .records import DatasetBundle, ProblemReport, Sample
+from .video import is_video_file
 
 EMOTIONS = {
     "01": "neutral",
@@ -104,14 +105,19 @@ def load_ravdess(
 
 
 def load_audio_folder(root: str | Path, labels: list[str] | None = None) -> DatasetBundle:
-    """Every audio file under ``root`` (recursively; ``AUDIO_SUFFIXES``) is one sample to predict, its id the path
-    relative to ``root`` without the suffix."""
+    """Every audio file (a voice note; ``AUDIO_SUFFIXES``) or video clip (``VIDEO_SUFFIXES``) under ``root``,
+    recursively, is one sample to predict, its id the path relative to ``root`` without the suffix."""
     root = Path(root)
     report = ProblemReport()
-    files = _audio_files(root)
+    files = sorted(p for p in root.rglob("*") if is_audio_file(p) or is_video_file(p))
     if not files:
-        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}")
-    rows = ((Sample(id=p.relative_to(root).with_suffix("").as_posix(), audio=p), False) for p in files)
+        raise FileNotFoundError(f"no audio ({', '.join(AUDIO_SUFFIXES)}) or video files under {root}")
+
+    def sample(p: Path) -> Sample:
+        media = {"video": p} if is_video_file(p) else {"audio": p}
+        return Sample(id=p.relative_to(root).with_suffix("").as_posix(), **media)
+
+    rows = ((sample(p), False) for p in files)
     bundle = _finish(rows, labels or [], report, name=root.name)
     bundle.prediction_header = "id,label"
     return bundle

@@ -20,7 +20,9 @@ TaskName = Literal["classification", "regression"]
 class Sample:
     """One post. ``text`` is already decoded; ``image`` and ``audio`` are paths (or bytes / a PIL image / a
     waveform when given in memory) that may turn out unreadable. A classification target is ``label``; a
-    regression target is ``score``. ``group`` (a speaker, a video) keeps related samples on one side of a split."""
+    regression target is ``score``. ``group`` (a speaker, a video) keeps related samples on one side of a split.
+    ``video`` (a clip's path or bytes) fills the image side with its frames and the audio side with its soundtrack
+    where those are empty (``data/video.py``, at encoding time); ``transcript`` is what ``--asr`` heard."""
 
     id: str
     text: str | None = None
@@ -29,6 +31,8 @@ class Sample:
     label: str | None = None
     score: float | None = None
     group: str | None = None  # a speaker or a video: splits keep a group on one side
+    video: Path | bytes | None = None
+    transcript: str | None = None
 
 
 @dataclass
@@ -76,4 +80,5 @@ class DatasetBundle:
     def modalities(self) -> list[str]:
         """The modalities at least one sample has (e.g. only text for a transcript table), in ``MODALITIES`` order."""
         samples = self.labelled + self.unlabelled
-        return [m for m in MODALITIES if any(getattr(s, m, None) is not None for s in samples)]
+        clips = any(s.video is not None for s in samples)  # a clip gives frames and a soundtrack
+        return [m for m in MODALITIES if (clips and m != "text") or any(getattr(s, m) is not None for s in samples)]
