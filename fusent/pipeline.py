@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,8 +297,10 @@ def fit(
     train_config: TrainConfig | None = None,
     head_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> tuple[FusentModel, TrainResult]:
-    """Build ``head`` on the prepared features and train it with the one trainer."""
+    """Build ``head`` on the prepared features and train it with the one trainer (``on_epoch``: see
+    ``train_model``)."""
     train_config = train_config or TrainConfig()
     if head_uses_states(head) and not prepared.train.has_states:
         raise ValueError(f"head {head!r} attends over token/patch states: prepare the data with keep_states=True")
@@ -317,7 +319,9 @@ def fit(
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None
     model = FusentModel(config, text_encoder, trainable_encoders(config)).to(pick_device(prepared.settings.device))
-    result = train_model(model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress)
+    result = train_model(
+        model, prepared.train, prepared.y_train, prepared.val, prepared.y_val, train_config, progress, on_epoch
+    )
     return model, result
 
 

@@ -203,8 +203,10 @@ def train_model(
     y_val: torch.Tensor,
     config: TrainConfig,
     progress: bool = True,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place and restore its best weights by the task's validation metric."""
+    """Train ``model`` in place and restore its best weights by the task's validation metric. ``on_epoch(epoch,
+    validation metrics)`` runs after each epoch; it may raise to stop training (a tuner pruning a poor trial)."""
     set_seed(config.seed)
     labels, task = model.config.labels, get_task(model.config.task)
     start_time = time.perf_counter()
@@ -254,6 +256,8 @@ def train_model(
         metrics = task.metrics(y_val, predict_logits(model, val), labels)
         history.append({"epoch": epoch, "train_loss": total / len(train), **task.headline(metrics)})
         bar.set_postfix(loss=f"{total / len(train):.3f}", **{f"val_{task.monitor}": f"{metrics[task.monitor]:.3f}"})
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
         if task.score(metrics) > best_score:
             best_score, best_epoch, best_metrics, stale = task.score(metrics), epoch, metrics, 0
             best_state = copy.deepcopy(model.state_dict())
