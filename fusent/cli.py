@@ -166,7 +166,7 @@ _SHARED_OPTIONS = [
         "patience",
         int | None,
         None,
-        f"Early-stop after this many epochs without better val macro-F1 (MAE) (default: {_TC.patience}; compare: "
+        f"Early-stop after this many epochs without better val macro-F1 (MAE) (default: {_TC.patience}; compare, tune: "
         f"{COMPARE_PATIENCE}).",
     ),
     _opt("class_weights", str, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
@@ -456,6 +456,8 @@ def tune(
         names = parse_search(search, search_finetune)
     except TuneError as exc:
         raise typer.BadParameter(str(exc), param_hint="--search") from None
+    # compare's patience: trials are many, and a trial's best epoch comes early; recorded in the best command
+    options = {**options, "patience": COMPARE_PATIENCE if options["patience"] is None else options["patience"]}
     settings, config, head_kwargs = _configs(options, seed=seed)
     study_dir = study_dir or Path("runs") / f"{data.stem}-{head}-tune"
     keep_states = head_uses_states(head)

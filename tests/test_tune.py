@@ -208,3 +208,18 @@ def test_train_command_keeps_fixed_options_and_the_searched_ones():
         "--lr", "0.001", "--no-calibrate", "--head-arg", "d_model=8", "--epochs", "5",
         "--text-pooling", "mean",
     ]  # fmt: skip
+
+
+def test_fine_tuned_text_layers_are_searched_only_when_asked(study_parts, tmp_path: Path):
+    encodings, settings, config, calls = study_parts
+    study = _open(tmp_path / "s", trials=2)
+    study.enqueue_trial({"finetune_text_layers": 1, "text_lr": 5e-5})
+    study.enqueue_trial({"finetune_text_layers": 0})
+    search = tune.parse_search("lr", finetune=True)
+    tune.run_study(study, encodings, "native_cat", settings, config, {}, trials=2, search=search)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].params["finetune_text_layers"] == 1 and "text_lr" not in study.trials[1].params
+    tuned = encodings.get(dataclasses.replace(settings, finetune_text_layers=1))
+    assert tuned.text_encoder is not None and tuned.text_encoder.finetune_layers == 1
+    assert encodings.get(settings).text_encoder is None  # the default search leaves text frozen and cached
+    assert len(calls) == 2
