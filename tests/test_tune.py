@@ -223,3 +223,10 @@ def test_fine_tuned_text_layers_are_searched_only_when_asked(study_parts, tmp_pa
     assert tuned.text_encoder is not None and tuned.text_encoder.finetune_layers == 1
     assert encodings.get(settings).text_encoder is None  # the default search leaves text frozen and cached
     assert len(calls) == 2
+
+
+def test_a_trial_left_running_by_a_killed_job_is_failed_on_resume(tmp_path: Path):
+    study = _open(tmp_path / "s")
+    study.ask()  # the process dies here: the trial stays RUNNING in study.db
+    study = _open(tmp_path / "s", resume=True)
+    assert [t.state.name for t in study.trials] == ["FAIL"] and tune.finished(study) == []
