@@ -476,7 +476,7 @@ def tune(
     defaults = {p.name: p.default for p in _SHARED_OPTIONS}
 
     def command(params: dict[str, Any]) -> str:
-        return train_command(data, head, seed, options, defaults, params, study_dir / "rerun")
+        return train_command(data, head, seed, options, defaults, params, study_dir / "rerun", threads or None)
 
     try:
         study = open_study(study_dir, fixed, resume=resume, seed=seed, trials=trials)
@@ -515,7 +515,7 @@ def tune(
     best, run = outcome.best, outcome.run
     task = get_task(best["task"])
     counts = ", ".join(f"{v} {k}" for k, v in best["trials"].items() if v)
-    typer.echo(f"best of the study ({counts}): trial {best['trial'] + 1}, chosen on validation")
+    typer.echo(f"best of the study ({counts}): trial {best['trial']}, chosen on validation")
     typer.echo("  " + json.dumps(best["params"]))
     typer.echo(task.format(run.scores["validation"], f"{head}: validation (selected the configuration and the epoch)"))
     if run.scores.get("test") is not None:

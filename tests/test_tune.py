@@ -73,13 +73,14 @@ def test_tune_cli_writes_study_scores_test_once_and_resumes(
         assert (study_dir / name).exists(), name
     rows = read_rows(study_dir / "trials.csv")
     assert [r["number"] for r in rows] == ["0", "1", "2"]
+    assert {"state", "value", "lr", "text_pooling", "val_f1_macro"} <= set(rows[0])
     best = json.loads((study_dir / "best.json").read_text())
     assert best["selected_on"] == "validation" and best["test"]["f1_macro"] >= 0
     assert set(best["params"]) >= {"lr", "weight_decay", "dropout", "hidden", "class_weights", "loss"}
     assert best["params"]["text_pooling"] in ("cls", "mean", "last4")
     complete = {r["number"]: float(r["value"]) for r in rows if r["state"] == "COMPLETE"}
     assert best["validation_score"] == pytest.approx(max(complete.values()), abs=1e-6)
-    assert "TEST" in result.output and "reproduce: fusent train" in result.output
+    assert "TEST" in result.output and "reproduce: OMP_NUM_THREADS=1 fusent train" in result.output
 
     # the test part: scored once, by the final run, never during the trials
     test_ids = {row[0] for row in csv.reader((study_dir / "best" / "split.csv").open()) if row[1:] == ["test"]}
@@ -90,8 +91,8 @@ def test_tune_cli_writes_study_scores_test_once_and_resumes(
 
     # the best command reproduces the best configuration's validation score
     command = (study_dir / "best_command.txt").read_text().strip()
-    assert command.startswith("fusent train ")
-    rerun = invoke(*shlex.split(command)[1:], "-q")
+    assert command.startswith("OMP_NUM_THREADS=1 fusent train ")  # as the trials trained
+    rerun = invoke(*shlex.split(command)[2:], "-q")
     assert rerun.exit_code == 0, rerun.output
     rerun_metrics = json.loads((study_dir / "rerun" / "metrics.json").read_text())
     assert rerun_metrics["validation"]["f1_macro"] == pytest.approx(best["validation_score"], abs=1e-6)
@@ -201,10 +202,10 @@ def test_train_command_keeps_fixed_options_and_the_searched_ones():
     defaults = {"lr": 2e-4, "calibrate": True, "head_arg": None, "limit": None, "epochs": 40, "text_pooling": "mean"}
     options = {**defaults, "calibrate": False, "head_arg": ["d_model=8"], "epochs": 5}
     line = tune.train_command(
-        Path("d"), "gated", 3, options, defaults, {"lr": 0.001, "text_pooling": "mean"}, Path("o")
+        Path("d"), "gated", 3, options, defaults, {"lr": 0.001, "text_pooling": "mean"}, Path("o"), threads=2
     )
     assert shlex.split(line) == [
-        "fusent", "train", "--data", "d", "--head", "gated", "--seed", "3", "--out", "o",
+        "OMP_NUM_THREADS=2", "fusent", "train", "--data", "d", "--head", "gated", "--seed", "3", "--out", "o",
         "--lr", "0.001", "--no-calibrate", "--head-arg", "d_model=8", "--epochs", "5",
         "--text-pooling", "mean",
     ]  # fmt: skip
