@@ -341,7 +341,7 @@ _SHARED_OPTIONS = [
         "patience",
         int | None,
         None,
-        f"Early-stop after this many epochs without better val macro-F1 (MAE) (default: {_TC.patience}; compare: "
+        f"Early-stop after this many epochs without better val macro-F1 (MAE) (default: {_TC.patience}; compare, tune: "
         f"{COMPARE_PATIENCE}).",
     ),
     _opt("class_weights", ClassWeights, _TC.class_weights, "none | balanced | sqrt (square root of balanced)."),
@@ -705,6 +705,123 @@ def compare(
     typer.echo(f"wall time {record['wall_seconds']:.0f}s; wrote: " + ", ".join(str(p) for p in paths))
     if "cost" in record:
         typer.echo(cost.format_costs(record["cost"]))
+
+
+@app.command()
+@with_shared_options
+def tune(
+    data: DataOpt,
+    options: dict[str, Any],
+    head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_combine",
+    trials: Annotated[
+        int, typer.Option(min=1, help="Finished (complete or pruned) trials the study should have.")
+    ] = 20,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, help="Stop starting trials after this many seconds (a running one ends).")
+    ] = None,
+    study_dir: Annotated[
+        Path | None, typer.Option(help="Study folder: study.db and results (default runs/<data>-<head>-tune).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the study already in --study-dir.")] = False,
+    search: Annotated[
+        str,
+        typer.Option(
+            help="'default' or comma-separated options to search: lr, weight_decay, dropout, hidden, class_weights, "
+            "loss (ce / focal with its gamma), modality_dropout, text_pooling (one cached encoding per pooling), "
+            "finetune_text_layers. Searched options override the fixed ones given."
+        ),
+    ] = "default",
+    search_finetune: Annotated[
+        bool, typer.Option(help="Also search 0-2 fine-tuned text layers and their learning rate (slow).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of every trial (initialisation, batch order) and the sampler.")] = (
+        _TC.seed
+    ),
+    quiet: QuietOpt = False,
+) -> None:
+    """Tune a head's training options with Optuna on VALIDATION only: TPE sampler, median pruning on the per-epoch
+    validation score, the study in SQLite (STUDY_DIR/study.db) so an interrupted study resumes with --resume. Then
+    the best configuration is trained once more and the test part scored once. Writes trials.csv, best.json,
+    best_command.txt (the `fusent train` line that reproduces it), trials.png and the best run folder. Needs optuna
+    (the tune extra). Optional viewer, live or afterwards: pip install optuna-dashboard, then
+    optuna-dashboard sqlite:///STUDY_DIR/study.db. Trials run on --threads threads (default 1: small heads on a
+    shared machine are fastest single-threaded)."""
+    threads = 1 if options["threads"] is None else options["threads"]  # small heads: one thread is fastest
+    _setup(threads)
+    from .fusion import head_uses_states
+    from .tune import Encodings, TuneError, finish_study, open_study, parse_search, run_study, train_command
+
+    _check_heads([head])
+    if options["cv"]:
+        raise typer.BadParameter("tune selects on one validation part; drop --cv", param_hint="--cv")
+    try:
+        names = parse_search(search, search_finetune)
+    except TuneError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--search") from None
+    # compare's patience: trials are many, and a trial's best epoch comes early; recorded in the best command
+    options = {**options, "patience": COMPARE_PATIENCE if options["patience"] is None else options["patience"]}
+    settings, config, per_head = _configs(options, [head], seed=seed)
+    head_kwargs = per_head[head]
+    study_dir = study_dir or Path("runs") / f"{data.stem}-{head}-tune"
+    keep_states = head_uses_states(head)
+    encodings = Encodings(lambda s: _prepare(data, options, s, quiet, keep_states=keep_states))
+    ignored = ("cache_dir", "device")  # where and how, not what: a study may resume on another device
+    fixed = {"data": str(data.resolve()), "head": head, "seed": seed, "search": list(names)}
+    fixed.update({k: v for k, v in options.items() if k not in ignored})
+    defaults = {p.name: p.default for p in _SHARED_OPTIONS}
+
+    def command(params: dict[str, Any]) -> str:
+        return train_command(data, head, seed, options, defaults, params, study_dir / "rerun", threads or None)
+
+    try:
+        study = open_study(study_dir, fixed, resume=resume, seed=seed, trials=trials)
+        run_study(
+            study,
+            encodings,
+            head,
+            settings,
+            config,
+            head_kwargs,
+            trials=trials,
+            search=names,
+            timeout=timeout,
+            threads=threads or None,
+        )
+        outcome = finish_study(
+            study,
+            encodings,
+            head,
+            settings,
+            config,
+            head_kwargs,
+            study_dir,
+            command,
+            calibrate=options["calibrate"],
+            progress=not quiet,
+            threads=threads or None,
+        )
+    except TuneError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    from .tasks import get_task
+
+    best, run = outcome.best, outcome.run
+    task = get_task(best["task"])
+    counts = ", ".join(f"{v} {k}" for k, v in best["trials"].items() if v)
+    typer.echo(f"best of the study ({counts}): trial {best['trial']}, chosen on validation")
+    typer.echo("  " + json.dumps(best["params"]))
+    typer.echo(task.format(run.scores["validation"], f"{head}: validation (selected the configuration and the epoch)"))
+    if run.scores.get("test") is not None:
+        typer.echo("")
+        typer.echo(
+            task.format(run.scores["test"], f"{head}: TEST, n={best['split']['n_test']} (held out, scored once)")
+        )
+    else:
+        typer.echo("no test part (--test-fraction 0): the figures above are validation figures", err=True)
+    typer.echo(f"reproduce: {best['command']}")
+    typer.echo("wrote: " + ", ".join(str(p) for p in outcome.files))
 
 
 def _load_for(data: Path, model_config: Any, allow_outside: bool = False) -> Any:

@@ -179,13 +179,14 @@ def train_model(
     y_val: torch.Tensor,
     config: TrainConfig,
     progress: bool = True,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     state_file: str | Path | None = None,
     resume_from: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place and restore its best weights by the task's validation metric.
 
-    ``on_epoch(epoch, history_row)`` is called after each epoch. With ``state_file`` the resumable state is written
+    ``on_epoch(epoch, validation metrics)`` is called after each epoch (and its state file); it may raise to stop
+    training (a tuner pruning a poor trial). With ``state_file`` the resumable state is written
     there after each epoch (see fusent/resume.py); ``resume_from`` continues from it. Under ``torch.distributed``
     each rank trains on its share of every epoch's batches and gradients are averaged (see fusent/distributed.py).
     """
@@ -290,7 +291,7 @@ def train_model(
             }
             resume.save(Path(state_file), state, batch_gen)
         if on_epoch is not None:
-            on_epoch(epoch, history[-1])
+            on_epoch(epoch, metrics)
         if stopped:
             break
     bar.close()
