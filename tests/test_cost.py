@@ -27,9 +27,10 @@ def test_stages_are_exclusive_and_only_recorded_inside_a_recording():
             time.sleep(0.02)
         summary = costs.summary()
     seconds = summary["stage_seconds"]
-    assert 0.05 <= seconds["decode"] < 0.09 and 0.04 <= seconds["encode"] < 0.07  # decode is not counted twice
+    assert seconds["decode"] >= 0.05 and seconds["encode"] >= 0.04
     assert list(seconds)[:5] == ["load", "decode", "encode", "train", "evaluate"] and seconds["train"] == 0
-    assert summary["wall_seconds"] >= seconds["decode"] + seconds["encode"] and summary["peak_rss_mb"] > 0
+    # decode nested in encode is not counted twice: the stages add up to no more than the wall time (4-decimal rounding)
+    assert seconds["decode"] + seconds["encode"] <= summary["wall_seconds"] + 1e-3 and summary["peak_rss_mb"] > 0
     assert "peak_gpu_mb" not in summary  # CUDA never used here
     table = cost.format_costs(summary)
     assert "decode" in table and "peak RSS" in table

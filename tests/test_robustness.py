@@ -130,8 +130,10 @@ def test_remove_modality_builds_what_the_cache_builds_for_a_post_without_it(tiny
     gone = [replace(s, image=None) if i in drop else s for i, s in enumerate(samples)]
     expected = build_features(gone, encoders, None, ProblemReport(), progress=False, keep_states=True).modalities
     got = removed.modalities["image"]
-    for name in ("present", "pooled", "lengths"):
+    for name in ("present", "lengths"):
         torch.testing.assert_close(getattr(got, name), getattr(expected["image"], name), rtol=0, atol=0)
+    # the same features, up to float noise of images encoded in other batches
+    torch.testing.assert_close(got.pooled, expected["image"].pooled, rtol=0, atol=1e-6)
     assert [s.shape for s in got.states] == [s.shape for s in expected["image"].states]
     assert table.modalities["image"].present[drop].all() and not got.present[drop].any()  # the original untouched
 
