@@ -27,6 +27,7 @@ from .encoders import (
 from .encoders.base import pick_device
 from .features import FeatureCache, FeatureTable, build_features
 from .fusion import head_uses_states
+from .metrics import expected_calibration_error
 from .model import FusentModel, ModelConfig, trainable_encoders
 from .options import EncoderSettings
 from .tasks import get_task
@@ -344,7 +345,7 @@ def evaluate_prepared(model: FusentModel, prepared: Prepared, calibrate: bool = 
         scores["test"] = task.metrics(prepared.y_test, test_out, labels, temperature)
         scores["test_outputs"] = test_out
         if task.name == "classification":
-            before = task.metrics(prepared.y_test, test_out, labels)["ece"]
+            before = expected_calibration_error(prepared.y_test.tolist(), task.probabilities(test_out).numpy())
             scores["calibration"] = {
                 "temperature": temperature,
                 "test_ece_before": before,
