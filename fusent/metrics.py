@@ -72,16 +72,29 @@ def binary_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     """PR-AUC as average precision, ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (scikit-learn's
     definition, no interpolation); NaN without positives."""
-    y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=float)
+    y = np.asarray(y, dtype=bool)
     if not y.any():
         return math.nan
+    recall, precision = pr_points(y, np.asarray(score, dtype=float))
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
     order = np.argsort(-score, kind="mergesort")
     y, score = y[order], score[order]
-    last = np.r_[np.diff(score) != 0, True]  # the last row of each tie group is a threshold
+    last = np.r_[np.diff(score) != 0, True]
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    return np.r_[0.0, fp / max(1, (~y).sum())], np.r_[0.0, tp / max(1, y.sum())]
+
+
+def pr_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision at every distinct threshold (the last row of each tie group is one)."""
+    order = np.argsort(-score, kind="mergesort")
+    y, score = y[order], score[order]
+    last = np.r_[np.diff(score) != 0, True]
     tp = np.cumsum(y)[last]
-    predicted = (np.arange(len(y)) + 1)[last]
-    precision, recall = tp / predicted, tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return tp / max(1, y.sum()), tp / (np.arange(len(y)) + 1)[last]
 
 
 def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray, bins: int = 15) -> float:

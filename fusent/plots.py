@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import average_precision, binary_roc_auc, reliability_bins
+from .metrics import average_precision, binary_roc_auc, pr_points, reliability_bins, roc_points
 
 
 def _pyplot():
@@ -18,24 +18,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
-    order = np.argsort(-score, kind="mergesort")
-    y, score = y[order], score[order]
-    last = np.r_[np.diff(score) != 0, True]
-    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
-    return np.r_[0.0, fp / max(1, (~y).sum())], np.r_[0.0, tp / max(1, y.sum())]
-
-
-def pr_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Recall and precision at every distinct threshold."""
-    order = np.argsort(-score, kind="mergesort")
-    y, score = y[order], score[order]
-    last = np.r_[np.diff(score) != 0, True]
-    tp = np.cumsum(y)[last]
-    return tp / max(1, y.sum()), tp / (np.arange(len(y)) + 1)[last]
 
 
 def curve_plots(
