@@ -51,6 +51,9 @@ QuantizeOpt = Annotated[
     bool, typer.Option(help="CPU speed option: int8 dynamic quantisation of the (frozen) text encoder.")
 ]
 OnnxOpt = Annotated[bool, typer.Option(help="CPU speed option: EfficientNet-Lite image encoder in ONNX Runtime.")]
+TtaOpt = Annotated[
+    bool, typer.Option(help="Test-time augmentation: average each post's logits with those of its mirrored image.")
+]
 
 
 def _setup() -> None:
@@ -119,6 +122,14 @@ _SHARED_OPTIONS = [
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
     _opt(
+        "finetune_image_layers",
+        int,
+        0,
+        "Fine-tune the last k blocks of the pretrained image model (EfficientNet-Lite or HF) with their own "
+        "--image-lr; pixels are cached instead of features and training images augmented (0 = frozen and cached).",
+    ),
+    _opt("image_lr", float, _TC.image_lr, "Learning rate of fine-tuned image layers."),
+    _opt(
         "val_fraction",
         float,
         DEFAULT_VAL_FRACTION,
@@ -178,7 +189,13 @@ _SHARED_OPTIONS = [
     ),
     _opt("focal_gamma", float, _TC.focal_gamma, "Focal loss gamma (0 = cross-entropy)."),
     _opt("modality_dropout", float, _TC.modality_dropout, "Probability of hiding one modality of a training sample."),
-    _opt("augment", bool, _TC.augment, "Augment training images (flip, rotation, brightness, crop; inception-sa)."),
+    _opt(
+        "augment",
+        bool | None,
+        _TC.augment,
+        "Augment training inputs of encoders trained here: images (crop, flip, rotation / colour; inception-sa, "
+        "fine-tuned image layers), audio (lstm-cnn, stft-cnn). Default: on for fine-tuned image layers only.",
+    ),
     _opt(
         "contrastive_weight",
         float,
@@ -224,6 +241,7 @@ def _configs(options: dict[str, Any], **extra: Any) -> tuple[EncoderSettings, Tr
         o["device"],
         o["audio_model"],
         o["audio_seconds"] or None,
+        finetune_image_layers=o["finetune_image_layers"],
     )
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in o.items() if k in fields and v is not None})
@@ -434,6 +452,12 @@ def _load_bundle_samples(
         raise typer.BadParameter("--split must be test, val or all", param_hint="--split")
     info = model_config.training.get("split", {})
     split_file = checkpoint / "split.csv"
+    if not getattr(model_config, "shared_split", True):  # an ensemble whose members saw different training data
+        raise typer.BadParameter(
+            "the ensemble's members were trained on different splits, so no part is unseen by all of them: use "
+            "--split all on other data (or ensemble runs trained with one --split-file)",
+            param_hint="--split",
+        )
     if split_file.is_file():
         parts = split_labelled(bundle, split_file=split_file)
     else:  # a checkpoint from before split files: the same seeded draw again
@@ -470,6 +494,7 @@ def evaluate(
     cache_dir: CacheOpt = None,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
+    tta: TtaOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a checkpoint on labelled data: accuracy, P/R/F1 macro and weighted, per-class F1 and ROC-AUC,
@@ -478,7 +503,7 @@ def evaluate(
     _setup()
     from .predict import Predictor
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx, tta=tta)
     samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config, checkpoint)
     if not samples:
         raise typer.BadParameter(f"{data} has no labelled samples in split {split!r}", param_hint="--split")
@@ -508,6 +533,7 @@ def predict(
         bool, typer.Option("--all", help="Predict every sample, not only the unlabelled ones.")
     ] = False,
     cache_dir: CacheOpt = None,
+    tta: TtaOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write ``guid,tag`` predictions (``id,score`` for a regression checkpoint; the dataset's own format) for every
@@ -517,7 +543,7 @@ def predict(
     from .pipeline import write_predictions
     from .predict import Predictor
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, tta=tta)
     bundle = _load_for(data, predictor.model.config)
     samples = bundle.labelled + bundle.unlabelled if all_rows else bundle.unlabelled
     if not samples:
@@ -546,6 +572,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a worker before new ones get a 503.")] = 512,
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
+    tta: TtaOpt = False,
     device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda if available).")] = None,
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
@@ -570,8 +597,42 @@ def serve(
         workers=workers,
         max_queue=max_queue,
     )
-    options = {"device": device, "quantize_text": quantize_text, "onnx": onnx}
+    options = {"device": device, "quantize_text": quantize_text, "onnx": onnx, "tta": tta}
     run_server(str(checkpoint), host, port, settings, options)
+
+
+@app.command()
+def ensemble(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more run folders (holding checkpoint/) or checkpoint folders.")
+    ],
+    out: Annotated[Path, typer.Option(help="The ensemble checkpoint folder to write.")],
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Combine checkpoints (seeds, heads or encoders; same task and labels) into one ensemble checkpoint that averages
+    their calibrated probabilities (mean scores for regression). predict, evaluate and serve load it like any
+    checkpoint; members trained on one split keep its split.csv, so `fusent evaluate OUT` scores the test part none
+    of them saw."""
+    from .ensemble import EnsembleError, build_ensemble
+
+    try:
+        path, config = build_ensemble(runs, out, force=force)
+    except EnsembleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for member in config.members:
+        typer.echo(
+            f"member: {member['source']} ({member['head']}, seed {member['seed']}, T={member['temperature']:.3f})"
+        )
+    if config.shared_split:
+        typer.echo("the members share one split: `fusent evaluate` scores its test part, unseen by all of them")
+    else:
+        typer.echo(
+            "warning: the members were trained on different splits: evaluate the ensemble on other data only "
+            "(--split all)",
+            err=True,
+        )
+    typer.echo(f"saved: {path} ({config.combine} of {len(config.ensemble)} checkpoints)")
 
 
 @app.command()

@@ -91,9 +91,16 @@ class FusentModel(nn.Module):
             raise ValueError("this model fine-tunes its text encoder: pass the raw texts")
         return {**encoded, "text": self.encode_text(texts)}
 
-    def augment(self, inputs: dict[str, ModalityBatch], generator: torch.Generator) -> dict[str, ModalityBatch]:
-        """Training-time augmentation, by the trainable encoders that define one (cached features pass unchanged)."""
-        return {m: self.encoders[m].augment(b, generator) if m in self.encoders else b for m, b in inputs.items()}
+    def augment(
+        self, inputs: dict[str, ModalityBatch], generator: torch.Generator, switch: bool | None = True
+    ) -> dict[str, ModalityBatch]:
+        """Training-time augmentation, by the trainable encoders that define one (cached features pass unchanged).
+        ``switch`` None: only encoders that augment by default (fine-tuned pretrained layers)."""
+
+        def on(m: str) -> bool:
+            return m in self.encoders and (self.encoders[m].augment_by_default if switch is None else switch)
+
+        return {m: self.encoders[m].augment(b, generator) if on(m) else b for m, b in inputs.items()}
 
     def forward(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None = None) -> torch.Tensor:
         return self.head(self.encode(inputs, texts))
@@ -121,7 +128,10 @@ class FusentModel(nn.Module):
         directory = Path(directory)
         if not (directory / CONFIG_NAME).exists():
             raise FileNotFoundError(f"{directory} is not a fusent checkpoint (no {CONFIG_NAME})")
-        config = ModelConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        saved = json.loads((directory / CONFIG_NAME).read_text())
+        if "ensemble" in saved:
+            raise ValueError(f"{directory} is an ensemble of checkpoints: load it with Predictor.from_pretrained")
+        config = ModelConfig(**saved)
         text_encoder = None
         if config.finetune_text:
             text_encoder = TextEncoder(**config.text_encoder, device=device)

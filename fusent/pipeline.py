@@ -55,6 +55,7 @@ class EncoderSettings:
     device: str | None = None
     audio_model: str = "auto"
     audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
+    finetune_image_layers: int = 0  # > 0: the image model's last k blocks train with the head (pixels cached)
 
     def text_config(self) -> dict[str, Any]:
         return {
@@ -65,7 +66,8 @@ class EncoderSettings:
         }
 
     def image_config(self) -> dict[str, Any]:
-        return {"name": self.image_model}
+        finetune = {"finetune_layers": self.finetune_image_layers} if self.finetune_image_layers else {}
+        return {"name": self.image_model, **finetune}
 
     def audio_config(self) -> dict[str, Any]:
         return {"name": self.audio_model, "max_seconds": self.audio_seconds}

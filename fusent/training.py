@@ -39,7 +39,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
     text_lr: float = 3e-5  # for the fine-tuned text layers only
-    augment: bool = False  # training-time augmentation by encoders trained here (e.g. flip/rotation/brightness)
+    image_lr: float = 1e-4  # for the fine-tuned image layers only (--finetune-image-layers)
+    # training-time augmentation by encoders trained here (flip / rotation / crop ...); None = each encoder's own
+    # default (on for fine-tuned pretrained image layers, off for networks trained from scratch)
+    augment: bool | None = None
     contrastive_weight: float = 0.0  # > 0 adds paper 001's InfoNCE term between two augmented views (eq. 12)
     temperature: float = 0.2  # InfoNCE tau
     view_dropout: float = 0.2  # token / feature dropout making the views of cached (frozen) features
@@ -216,8 +219,10 @@ def train_model(
     if model.text_encoder is not None:
         text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
         groups.append({"params": text_params, "lr": config.text_lr})
-    if len(model.encoders):  # networks trained from scratch learn at the head's rate
-        groups.append({"params": list(model.encoders.parameters()), "lr": config.lr})
+    for encoder in model.encoders.values():  # from scratch at the head's rate; fine-tuned layers at their own
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": getattr(config, encoder.lr_field)})
     optimizer = make_optimizer(groups, config)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -244,7 +249,7 @@ def train_model(
             if config.contrastive_weight > 0:
                 loss = joint_loss(model, inputs, texts, target, loss_fn, config, gen)
             else:
-                inputs = model.augment(inputs, gen) if config.augment else inputs
+                inputs = model.augment(inputs, gen, config.augment)
                 loss = model.loss(inputs, texts, target, loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
