@@ -179,28 +179,29 @@ class FineTunedImageEncoder(TrainableEncoder):
             return ModalityBatch(
                 zeros, torch.zeros(n, 1, dtype=torch.bool, device=zeros.device), zeros[:, 0], batch.present
             )
-        x = batch.states[rows] * self.scale + self.shift
-        states, pooled = self._run(x)
+        states, pooled = self._run(batch.states if len(rows) == n else batch.states[rows])
         full = states.new_zeros(n, *states.shape[1:]).index_copy(0, rows, states)
         full_pooled = pooled.new_zeros(n, pooled.shape[1]).index_copy(0, rows, pooled)
         mask = batch.present[:, None].expand(n, states.shape[1]).clone()
         return ModalityBatch(states=full, mask=mask, pooled=full_pooled, present=batch.present)
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The backbone on normalised images. On a CPU, frozen layers (and, at inference, all layers) run
+        """The backbone on images of 0-255 values (normalised a run at a time: a whole batch of 260 px images is
+        hundreds of MB per copy). On a CPU, frozen layers (and, at inference, all layers) run
         ``RUN_IMAGES`` images a call, channels-last, as the frozen encoder does; trained layers see the whole batch."""
         step = RUN_IMAGES if x.device.type == "cpu" else max(len(x), 1)
         if not torch.is_grad_enabled():
             parts = [self._outputs(self._suffix(self._prefix(c))) for c in x.split(step)]
             return torch.cat([s for s, _ in parts]), torch.cat([p for _, p in parts])
         if not self.efficientnet:  # frozen layers keep no activations for backward: their inputs need no grad
-            return hf_outputs(self.model(pixel_values=x))
+            return hf_outputs(self.model(pixel_values=self._prefix(x)))
         with torch.no_grad():
             hidden = torch.cat([self._prefix(c) for c in x.split(step)])
         return self._outputs(self._suffix(hidden))
 
     def _prefix(self, x: torch.Tensor) -> torch.Tensor:
-        """EfficientNet's frozen stem and blocks (a Hugging Face model runs whole in ``_suffix``)."""
+        """Normalisation, then EfficientNet's frozen stem and blocks (a Hugging Face model runs in ``_suffix``)."""
+        x = x * self.scale + self.shift
         if not self.efficientnet:
             return x
         m = self.model
