@@ -50,6 +50,12 @@ def checkpoint_samples(
         raise DataMismatch("--split must be test, val or all", "--split")
     info = model_config.training.get("split", {})
     split_file = Path(checkpoint) / "split.csv"
+    if not getattr(model_config, "shared_split", True):  # an ensemble whose members saw different training data
+        raise DataMismatch(
+            "the ensemble's members were trained on different splits, so no part is unseen by all of them: use "
+            "--split all on other data (or ensemble runs trained with one --split-file)",
+            "--split",
+        )
     if split_file.is_file():
         parts = split_labelled(bundle, split_file=split_file)
     else:  # a checkpoint from before split files: the same seeded draw again

@@ -152,6 +152,9 @@ _ALLOW_OUTSIDE_HELP = "Let a manifest name image / audio files outside its own f
 AllowOutsideOpt = Annotated[bool, typer.Option("--allow-outside", help=_ALLOW_OUTSIDE_HELP)]
 THREADS_HELP = "CPU threads of torch, OpenMP/BLAS and ONNX Runtime (default: the CPUs this process may use)."
 ThreadsOpt = Annotated[int | None, typer.Option(min=1, help=THREADS_HELP)]
+TtaOpt = Annotated[
+    bool, typer.Option(help="Test-time augmentation: average each post's logits with those of its mirrored image.")
+]
 
 
 def _setup(threads: int | None = None) -> None:
@@ -294,6 +297,14 @@ _SHARED_OPTIONS = [
     _opt("finetune_text_layers", int, 0, "Fine-tune the last k text layers (0 = frozen and cached)."),
     _opt("text_lr", float, _TC.text_lr, "Learning rate of fine-tuned text layers."),
     _opt(
+        "finetune_image_layers",
+        int,
+        0,
+        "Fine-tune the last k blocks of the pretrained image model (EfficientNet-Lite or HF) with their own "
+        "--image-lr; pixels are cached instead of features and training images augmented (0 = frozen and cached).",
+    ),
+    _opt("image_lr", float, _TC.image_lr, "Learning rate of fine-tuned image layers."),
+    _opt(
         "val_fraction",
         float,
         DEFAULT_VAL_FRACTION,
@@ -353,7 +364,13 @@ _SHARED_OPTIONS = [
     ),
     _opt("focal_gamma", float, _TC.focal_gamma, "Focal loss gamma (0 = cross-entropy)."),
     _opt("modality_dropout", float, _TC.modality_dropout, "Probability of hiding one modality of a training sample."),
-    _opt("augment", bool, _TC.augment, "Augment training images (flip, rotation, brightness, crop; inception-sa)."),
+    _opt(
+        "augment",
+        bool | None,
+        _TC.augment,
+        "Augment training inputs of encoders trained here: images (crop, flip, rotation / colour; inception-sa, "
+        "fine-tuned image layers), audio (lstm-cnn, stft-cnn). Default: on for fine-tuned image layers only.",
+    ),
     _opt(
         "contrastive_weight",
         float,
@@ -410,6 +427,7 @@ def _configs(
         audio_seconds=o["audio_seconds"] or None,
         video_frames=o["video_frames"],
         asr=AsrMode(o["asr"]).value,
+        finetune_image_layers=o["finetune_image_layers"],
     )
     _require_packs(settings)
     fields = TrainConfig.__dataclass_fields__
@@ -863,6 +881,7 @@ def evaluate(
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
     threads: ThreadsOpt = None,
+    tta: TtaOpt = False,
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
@@ -872,7 +891,7 @@ def evaluate(
     _setup(threads)
     from .predict import Predictor
 
-    predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx)
+    predictor = Predictor.from_pretrained(checkpoint, cache_dir, quantize_text=quantize_text, onnx=onnx, tta=tta)
     samples, labels, bundle = _load_bundle_samples(data, split, predictor.model.config, checkpoint, allow_outside)
     if not samples:
         raise typer.BadParameter(f"{data} has no labelled samples in split {split!r}", param_hint="--split")
@@ -980,6 +999,7 @@ def predict(
             help="Transcripts (a transcript column): off | fill | append (default: as the model was trained)."
         ),
     ] = None,
+    tta: TtaOpt = False,
     quiet: QuietOpt = False,
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
@@ -987,14 +1007,15 @@ def predict(
     regression checkpoint) for every id of test_without_label (or manifest rows without a label). Samples with a
     broken or missing modality are still predicted from what they have. A manifest file (.csv, .jsonl, .parquet)
     is streamed as CSV: read and written --batch-size rows at a time with a progress bar, in flat memory, and
-    --resume continues an interrupted run (--proba, --format jsonl and --asr read the manifest whole). With --asr (or
-    a model trained with it), a last column holds the transcript of each post's voice note or clip soundtrack."""
+    --resume continues an interrupted run (--proba, --format jsonl, --tta and --asr read the manifest whole). With
+    --asr (or a model trained with it), a last column holds the transcript of each post's voice note or clip
+    soundtrack."""
     _setup(threads)
     from .data.adapters import is_manifest_file
     from .predict import Predictor
     from .prediction_file import write_prediction_file
 
-    streamable = not proba and output_format == OutputFormat.CSV and asr is None
+    streamable = not proba and output_format == OutputFormat.CSV and asr is None and not tta
     if is_manifest_file(data) and streamable:
         _predict_stream(
             checkpoint, data, out, all_rows, cache_dir, batch_size, resume, quiet, allow_outside, check_device(device)
@@ -1006,7 +1027,7 @@ def predict(
             param_hint="--resume",
         )
     predictor = Predictor.from_pretrained(
-        checkpoint, cache_dir, device=check_device(device), asr=asr.value if asr else None
+        checkpoint, cache_dir, device=check_device(device), asr=asr.value if asr else None, tta=tta
     )
     if proba and predictor.task.name != "classification":
         raise typer.BadParameter("a regression checkpoint predicts scores, no probabilities", param_hint="--proba")
@@ -1094,6 +1115,7 @@ def serve(
     quantize_text: QuantizeOpt = False,
     onnx: OnnxOpt = False,
     device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
+    tta: TtaOpt = False,
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
     GET /metadata, a web page at /, OpenAPI docs at /docs. Needs the serve extra: pip install 'fusent[serve]'."""
@@ -1115,7 +1137,7 @@ def serve(
         workers=workers,
         max_queue=max_queue,
     )
-    options = {"device": check_device(device), "quantize_text": quantize_text, "onnx": onnx}
+    options = {"device": check_device(device), "quantize_text": quantize_text, "onnx": onnx, "tta": tta}
     run_server(str(checkpoint), host, port, settings, options)
 
 
@@ -1181,6 +1203,40 @@ def models_install(
     except PackError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def ensemble(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more run folders (holding checkpoint/) or checkpoint folders.")
+    ],
+    out: Annotated[Path, typer.Option(help="The ensemble checkpoint folder to write.")],
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Combine checkpoints (seeds, heads or encoders; same task and labels) into one ensemble checkpoint that averages
+    their calibrated probabilities (mean scores for regression). predict, evaluate and serve load it like any
+    checkpoint; members trained on one split keep its split.csv, so `fusent evaluate OUT` scores the test part none
+    of them saw."""
+    from .ensemble import EnsembleError, build_ensemble
+
+    try:
+        path, config = build_ensemble(runs, out, force=force)
+    except EnsembleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for member in config.members:
+        typer.echo(
+            f"member: {member['source']} ({member['head']}, seed {member['seed']}, T={member['temperature']:.3f})"
+        )
+    if config.shared_split:
+        typer.echo("the members share one split: `fusent evaluate` scores its test part, unseen by all of them")
+    else:
+        typer.echo(
+            "warning: the members were trained on different splits: evaluate the ensemble on other data only "
+            "(--split all)",
+            err=True,
+        )
+    typer.echo(f"saved: {path} ({config.combine} of {len(config.ensemble)} checkpoints)")
 
 
 @app.command()

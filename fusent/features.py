@@ -86,7 +86,7 @@ class FeatureCache:
         problems: Sequence[tuple[str, str]] = (),
         notes: Sequence[str] = (),
     ) -> None:
-        tensors = {"states": states.to(torch.float16).contiguous(), "pooled": pooled.float().contiguous()}
+        tensors = {"states": compact(states).contiguous(), "pooled": pooled.float().contiguous()}
         metadata = {"problems": json.dumps(list(problems)), "notes": json.dumps(list(notes))}
         with atomic_target(self._path(key, digest, ".safetensors")) as tmp:
             save_file(tensors, tmp, metadata=metadata)
@@ -142,6 +142,12 @@ def encode_items(encoder: Encoder, items: list[Any]) -> tuple[list[torch.Tensor]
             pooled.append(flat_pooled[at])
             at += 1
     return states, torch.stack(pooled)
+
+
+def compact(states: torch.Tensor) -> torch.Tensor:
+    """States as stored and kept in memory: float16, except uint8 (an image encoder's decoded pixels), kept as is at
+    half the bytes (MVSA at Lite2's 260 px: 0.9 GB of pixels instead of 1.8 GB)."""
+    return states if states.dtype == torch.uint8 else states.to(torch.float16)
 
 
 def _load_libc() -> Any:
@@ -214,15 +220,22 @@ class ModalityFeatures:
         # per-position shape: (dim,) for encoder states; e.g. (H, W) for a trainable encoder's [3, H, W] pixels
         self.position_shape = next((tuple(s.shape[1:]) for s in states or [] if s is not None), (dim,))
         if states is not None:
-            empty = torch.zeros(0, *self.position_shape, dtype=torch.float16)
-            self.states = [empty if s is None else s.to(torch.float16) for s in states]
+            dtype = next((compact(s).dtype for s in states if s is not None), torch.float16)
+            empty = torch.zeros(0, *self.position_shape, dtype=dtype)
+            self.states = [empty if s is None else compact(s) for s in states]
         self.lengths = torch.tensor([s.shape[0] for s in self.states]) if self.states else self.present.long()
 
     def with_states(self, states: list[torch.Tensor]) -> ModalityFeatures:
         """The same samples with other per-sample states, e.g. patch maps pooled once rather than every batch."""
         other = copy.copy(self)
-        other.states = [s.to(torch.float16) for s in states]
+        other.states = [compact(s) for s in states]
         other.lengths = torch.tensor([s.shape[0] for s in other.states])
+        return other
+
+    def pooled_only(self) -> ModalityFeatures:
+        """The same samples without their states (what a head that reads pooled vectors only is given)."""
+        other = copy.copy(self)
+        other.states, other.lengths = None, self.present.long()
         return other
 
     def subset(self, index: Sequence[int]) -> ModalityFeatures:
@@ -235,6 +248,8 @@ class ModalityFeatures:
     def batch(self, index: torch.Tensor) -> ModalityBatch:
         if self.states is None:
             states = torch.zeros(len(index), 0, self.dim)
+        elif self.states and self.states[0].dtype == torch.uint8:
+            states = pad_sequence([self.states[i] for i in index.tolist()], batch_first=True).float()
         else:
             # padded as int16 bit patterns (0 is +0.0 in fp16), then converted at once: this CPU build's
             # pad/stack kernels for float16 are ~15x slower and were most of an attention head's epoch
@@ -350,7 +365,7 @@ def encode_modality(
             for (i, digest, found), s, p in zip(loaded, out_states, out_pooled, strict=True):
                 if cache is not None:
                     cache.put(key, digest, s, p, found.problems, found.notes)
-                states[i], pooled[i] = (s.to(torch.float16) if keep_states else None), p.clone()
+                states[i], pooled[i] = (compact(s) if keep_states else None), p.clone()
         bar.update(len(chunk))
         if len(todo) > batch_size:  # fragmentation builds up over many batches; a trim costs a request ms
             release_freed_memory()

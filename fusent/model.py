@@ -108,12 +108,18 @@ class FusentModel(nn.Module):
             raise ValueError("this model fine-tunes its text encoder: pass the raw texts")
         return {**encoded, "text": self.encode_text(texts)}
 
-    def augment(self, inputs: dict[str, ModalityBatch], generator: torch.Generator) -> dict[str, ModalityBatch]:
-        """Training-time augmentation, by the trainable encoders that define one (cached features pass unchanged)."""
-        return {
-            m: self.encoders[m].augment(b, generator) if m in self.encoders and bool(b.present.any()) else b
-            for m, b in inputs.items()
-        }
+    def augment(
+        self, inputs: dict[str, ModalityBatch], generator: torch.Generator, switch: bool | None = True
+    ) -> dict[str, ModalityBatch]:
+        """Training-time augmentation, by the trainable encoders that define one (cached features pass unchanged).
+        ``switch`` None: only encoders that augment by default (fine-tuned pretrained layers)."""
+
+        def on(m: str, batch: ModalityBatch) -> bool:
+            if m not in self.encoders or not bool(batch.present.any()):
+                return False
+            return self.encoders[m].augment_by_default if switch is None else switch
+
+        return {m: self.encoders[m].augment(b, generator) if on(m, b) else b for m, b in inputs.items()}
 
     def forward(self, inputs: dict[str, ModalityBatch], texts: list[str | None] | None = None) -> torch.Tensor:
         return self.head(self.encode(inputs, texts))
@@ -140,7 +146,10 @@ class FusentModel(nn.Module):
         """Load without pickle: JSON config, then safetensors tensors into a freshly built model."""
         directory = Path(directory)
         check_checkpoint(directory)
-        config = ModelConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        saved = json.loads((directory / CONFIG_NAME).read_text())
+        if "ensemble" in saved:
+            raise ValueError(f"{directory} is an ensemble of checkpoints: load it with Predictor.from_pretrained")
+        config = ModelConfig(**saved)
         text_encoder = None
         if config.finetune_text:
             text_encoder = TextEncoder(**config.text_encoder, device=device)

@@ -141,7 +141,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     modality_dropout: float = 0.1  # drop a whole modality of a training sample, so "missing" embeddings learn
     text_lr: float = 3e-5  # for the fine-tuned text layers only
-    augment: bool = False  # training-time augmentation by encoders trained here (e.g. flip/rotation/brightness)
+    image_lr: float = 1e-4  # for the fine-tuned image layers only (--finetune-image-layers)
+    # training-time augmentation by encoders trained here (flip / rotation / crop ...); None = each encoder's own
+    # default (on for fine-tuned pretrained image layers, off for networks trained from scratch)
+    augment: bool | None = None
     contrastive_weight: float = 0.0  # > 0 adds paper 001's InfoNCE term between two augmented views (eq. 12)
     temperature: float = 0.2  # InfoNCE tau
     view_dropout: float = 0.2  # token / feature dropout making the views of cached (frozen) features
@@ -157,7 +160,7 @@ class TrainConfig:
         self.schedule = choice(ScheduleName, self.schedule, "schedule")
         for name in ("epochs", "batch_size"):
             _check_range(self, name, 1)
-        for name in ("lr", "text_lr", "temperature"):
+        for name in ("lr", "text_lr", "image_lr", "temperature"):
             _check_range(self, name, 0, open_low=True)
         for name in ("weight_decay", "patience", "focal_gamma", "contrastive_weight", "warmup_epochs"):
             _check_range(self, name, 0)
@@ -189,6 +192,7 @@ class EncoderSettings:
     max_length: int = 128
     finetune_text_layers: int = 0
     image_model: str = DEFAULT_IMAGE_MODEL
+    finetune_image_layers: int = 0  # > 0: the image model's last k blocks train with the head (pixels cached)
     device: str | None = None
     audio_model: str = "auto"
     audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
@@ -202,6 +206,7 @@ class EncoderSettings:
         self.device = check_device(self.device)
         _check_range(self, "max_length", 1)
         _check_range(self, "finetune_text_layers", 0)
+        _check_range(self, "finetune_image_layers", 0)
         _check_range(self, "audio_seconds", 0, open_low=True)
         for name in ("text_model", "image_model", "audio_model"):
             if not str(getattr(self, name)).strip():
@@ -221,7 +226,8 @@ class EncoderSettings:
         }
 
     def image_config(self) -> dict[str, Any]:
-        return {"name": self.image_model}
+        finetune = {"finetune_layers": self.finetune_image_layers} if self.finetune_image_layers else {}
+        return {"name": self.image_model, **finetune}
 
     def audio_config(self) -> dict[str, Any]:
         return {"name": self.audio_model, "max_seconds": self.audio_seconds}

@@ -8,7 +8,9 @@ runs whole datasets through the cache.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,10 @@ from .data.images import MAX_IMAGE_PIXELS
 from .data.records import MODALITIES
 from .data.text import clean_text, decode_text
 from .data.video import VideoFrames, VideoLoadError, VideoSettings, VideoSoundtrack, VideoSource, probe, with_video
-from .encoders.base import pick_device
+from .encoders.base import Encoder, pick_device
+from .encoders.image import MirroredImages
 from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
-from .features import FeatureCache, FeatureTable, ModalityBatch, build_features
+from .features import FeatureCache, FeatureTable, ModalityBatch, ModalityFeatures, encode_modality
 from .model import FusentModel
 from .pipeline import build_encoders
 from .tasks import get_task
@@ -111,6 +114,89 @@ def to_image(item: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     return load_image(Path(item) if isinstance(item, str) else item, max_pixels=max_pixels)
 
 
+def frozen_encoder(
+    modality: str,
+    config: dict[str, Any],
+    device: str | None = None,
+    quantize_text: bool = False,
+    onnx: bool = False,
+    shared: dict[str, Encoder] | None = None,
+) -> Encoder:
+    """The frozen encoder a checkpoint names for ``modality`` (with the CPU speed option that applies to it), taken
+    from ``shared`` when an earlier model built the same one: ensemble members on one encoder load it once."""
+    quantize, onnx = quantize_text and modality == "text", onnx and modality == "image"
+    key = json.dumps([modality, config, str(device), quantize, onnx], sort_keys=True, default=str)
+    if shared is not None and key in shared:
+        return shared[key]
+    none = {"name": "none"}
+    configs = {"text": none, "image": none, "audio": None, modality: config}
+    if modality == "text":
+        configs["text"] = {**config, "finetune_layers": 0}
+    encoder = build_encoders(configs["text"], configs["image"], device, configs["audio"])[0][modality]
+    assert encoder is not None
+    if quantize:
+        encoder = Int8TextEncoder(encoder)
+    if onnx:
+        encoder = OnnxImageEncoder(encoder)
+    if shared is not None:
+        shared[key] = encoder
+    return encoder
+
+
+class FeatureMemo:
+    """The features of one list of samples, by encoder input and view: what several ensemble members (or the two
+    views of test-time augmentation) read in common is encoded once. A modality's data problems are reported by
+    its first encoder only, so each broken input counts once."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        cache: FeatureCache | None,
+        report: ProblemReport,
+        progress: bool = True,
+        batch_size: int = 32,
+    ):
+        self.samples, self.cache, self.report, self.progress = samples, cache, report, progress
+        self.batch_size = batch_size
+        self.ids, self.texts = [s.id for s in samples], [s.text for s in samples]
+        self.done: dict[tuple[str, str, bool], ModalityFeatures] = {}
+        self.reported: set[str] = set()
+
+    def get(self, encoder: Encoder, keep_states: bool, mirrored: bool = False) -> ModalityFeatures:
+        """``encoder``'s features (of horizontally mirrored images when ``mirrored``); states only when kept."""
+        keep = keep_states or encoder.trainable  # a trainable encoder's states are its input
+        key = (encoder.modality, encoder.cache_key(), mirrored)
+        found = self.done.get(key)
+        if found is None or (keep and found.states is None):
+            first = encoder.modality not in self.reported and not mirrored
+            self.reported.add(encoder.modality)
+            found = encode_modality(
+                self.samples,
+                MirroredImages(encoder) if mirrored else encoder,
+                self.cache,
+                self.report if first else ProblemReport(),
+                batch_size=self.batch_size,
+                progress=self.progress,
+                keep_states=keep,
+            )
+            self.done[key] = found
+        return found if keep or found.states is None else found.pooled_only()
+
+    def table(self, modalities: dict[str, ModalityFeatures]) -> FeatureTable:
+        return FeatureTable(ids=self.ids, modalities=modalities, texts=self.texts)
+
+
+@dataclass
+class Decision:
+    """What a model answers for a batch of posts, before it is formatted: ``values`` are calibrated probabilities
+    ``[B, C]`` (scores ``[B, 1]`` for regression); contributions and presence by modality, ``[B]`` each."""
+
+    values: torch.Tensor
+    contributions: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    method: str
+
+
 class Predictor:
     """``predict(text=..., image=...)`` for one post, ``predict_batch`` for several, ``predict_samples`` for a
     dataset (through the feature cache). Only the modalities the fusion head reads get an encoder."""
@@ -123,32 +209,38 @@ class Predictor:
         quantize_text: bool = False,
         onnx: bool = False,
         asr: str | None = None,
+        *,
+        tta: bool = False,
+        shared_encoders: dict[str, Encoder] | None = None,
     ):
         """``quantize_text``: int8 dynamic quantisation of a frozen text encoder; ``onnx``: the EfficientNet-Lite
         image encoder through ONNX Runtime. Both are CPU speed options that change the scores slightly. ``asr``
-        overrides the checkpoint's transcript mode (off / fill / append)."""
+        overrides the checkpoint's transcript mode (off / fill / append). ``tta``: test-time augmentation, the
+        logits of each post averaged with those of its horizontally mirrored image. ``shared_encoders``: frozen
+        encoders by configuration, filled and reused across predictors (ensembles)."""
         self.model = model.to(pick_device(device)).eval()
         cfg = model.config
         self.modalities = [m for m in MODALITIES if m in model.head.uses]
-        text = {}
-        if "text" in self.modalities and cfg.text_encoder and not cfg.finetune_text:
-            text = {**cfg.text_encoder, "finetune_layers": 0}
-        image = cfg.image_encoder if "image" in self.modalities and cfg.image_encoder else {}
-        audio = cfg.audio_encoder if "audio" in self.modalities and cfg.audio_encoder else {}
-        if text or image or audio:
-            self.encoders, _ = build_encoders(text or {"name": "none"}, image or {"name": "none"}, device, audio)
-        else:  # a fine-tuned text-only model encodes its text itself
-            self.encoders = {}
-        if cfg.finetune_text and "text" in self.modalities:
-            self.encoders["text"] = None  # the model encodes text itself
-        if quantize_text and self.encoders.get("text") is not None:
-            self.encoders["text"] = Int8TextEncoder(self.encoders["text"])
-        if onnx and self.encoders.get("image") is not None:
-            self.encoders["image"] = OnnxImageEncoder(self.encoders["image"])
+        self.encoders: dict[str, Encoder | None] = {}
+        for m in self.modalities:
+            if m == "text" and cfg.finetune_text:
+                self.encoders[m] = None  # the model encodes text itself
+            elif m in model.encoders:  # trained with the head: its parameter-free preprocessing feeds the model
+                self.encoders[m] = model.encoders[m]
+            elif cfg.encoder_settings(m):
+                self.encoders[m] = frozen_encoder(
+                    m, cfg.encoder_settings(m), device, quantize_text, onnx, shared_encoders
+                )
+        if onnx and self.encoders.get("image") is not None and not isinstance(self.encoders["image"], OnnxImageEncoder):
+            raise ValueError(
+                "ONNX Runtime runs a frozen packaged EfficientNet-Lite; this model trains its image encoder"
+            )
         self.runtime = {
             "quantize_text": isinstance(self.encoders.get("text"), Int8TextEncoder),
             "onnx_image": isinstance(self.encoders.get("image"), OnnxImageEncoder),
+            "tta": tta,
         }
+        self.tta = tta
         self.labels, self.task = cfg.labels, get_task(cfg.task)
         self.cache = cache
         #: posts (``predict``, ``predict_batch``, calls) go through the feature cache only when asked: else every
@@ -173,11 +265,20 @@ class Predictor:
         onnx: bool = False,
         cache_posts: bool = False,
         asr: str | None = None,
+        *,
+        tta: bool = False,
     ) -> Predictor:
         """``use_cache``: datasets (``predict_samples``, ``outputs``) go through the on-disk feature cache (False for
-        serving); single posts and calls only with ``cache_posts=True``, or every request would add files."""
-        model = FusentModel.from_pretrained(checkpoint, device=device)
-        predictor = cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx, asr)
+        serving); single posts and calls only with ``cache_posts=True``, or every request would add files. An
+        ensemble folder (``fusent ensemble``) loads as an ``EnsemblePredictor``, which answers the same way."""
+        from .ensemble import EnsemblePredictor, is_ensemble
+
+        cache = FeatureCache(cache_dir) if use_cache else None
+        if is_ensemble(checkpoint):
+            predictor: Predictor = EnsemblePredictor.load(checkpoint, cache, device, quantize_text, onnx, asr, tta=tta)
+        else:
+            model = FusentModel.from_pretrained(checkpoint, device=device)
+            predictor = cls(model, cache, device, quantize_text, onnx, asr, tta=tta)
         predictor.cache_posts = cache_posts and use_cache
         return predictor
 
@@ -221,18 +322,23 @@ class Predictor:
         batch_size: int = 32,
         cache: bool = True,
     ) -> FeatureTable:
-        """Encoded ``samples`` (clips as frames + soundtrack, transcripts when the model uses them), through the
-        feature cache when the predictor has one and ``cache``."""
+        """The features the model reads for ``samples`` (clips as frames + soundtrack, transcripts when the model uses
+        them; the posts as given, not the mirrored view of ``tta``), through the feature cache when the predictor has
+        one and ``cache``."""
+        report = report or ProblemReport()
         samples = self.prepare_samples(samples, report, progress)
-        return build_features(
-            samples,
-            self.encoders,
-            self.cache if cache else None,
-            report or ProblemReport(),
-            batch_size=batch_size,
-            progress=progress,
-            keep_states=self.model.head.uses_states,
-        )
+        memo = FeatureMemo(samples, self.cache if cache else None, report, progress, batch_size)
+        return self.views(memo)[0]
+
+    def views(self, memo: FeatureMemo) -> list[FeatureTable]:
+        """The feature tables the model answers from: the samples as given and, with ``tta``, with mirrored images."""
+        keep = self.model.head.uses_states
+        given = {m: memo.get(e, keep) for m, e in self.encoders.items() if e is not None}
+        tables = [memo.table(given)]
+        image = self.encoders.get("image")
+        if self.tta and image is not None:
+            tables.append(memo.table({**given, "image": memo.get(image, keep, mirrored=True)}))
+        return tables
 
     def outputs(
         self,
@@ -243,7 +349,13 @@ class Predictor:
     ) -> torch.Tensor:
         """The head's raw outputs ``[N, C]`` (logits; ``[N, 1]`` scores for regression); broken modalities count
         as missing. ``batch_size`` samples are encoded at a time."""
-        return predict_logits(self.model, self.features(samples, report, progress, batch_size))
+        report = report or ProblemReport()
+        samples = self.prepare_samples(samples, report, progress)
+        return self.memo_outputs(FeatureMemo(samples, self.cache, report, progress, batch_size))
+
+    def memo_outputs(self, memo: FeatureMemo) -> torch.Tensor:
+        """``outputs`` from features encoded in ``memo`` (averaged over the ``tta`` views)."""
+        return torch.stack([predict_logits(self.model, table) for table in self.views(memo)]).mean(0)
 
     def predict_proba_samples(
         self, samples: Sequence[Sample], report: ProblemReport | None = None, progress: bool = True
@@ -403,30 +515,28 @@ class Predictor:
     def _predict_chunk(self, samples: list[Sample]) -> list[Prediction]:
         report = ProblemReport()
         samples = self.prepare_samples(samples, report, progress=False)
-        table = self.features(samples, report, progress=False, cache=self.cache_posts)
-        self._check_decoded(samples, table, report)
-        model, index = self.model, torch.arange(len(samples))
-        inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
-        outputs = model.head(inputs).cpu()
-        present = {m: inputs[m].present.cpu() for m in self.modalities}
-        contributions, method = self._contributions(inputs, outputs, present)
+        decision = self.decide(FeatureMemo(samples, self.cache if self.cache_posts else None, report, progress=False))
         out = []
         for i in range(len(samples)):
             if self.task.name == "regression":
-                scores = [{"score": float(outputs[i, 0])}]
+                scores = [{"score": float(decision.values[i, 0])}]
             else:
-                proba = self.task.probabilities(outputs[i], self.model.config.temperature)
                 scores = sorted(
-                    ({"label": label, "score": float(p)} for label, p in zip(self.labels, proba, strict=True)),
+                    (
+                        {"label": label, "score": float(p)}
+                        for label, p in zip(self.labels, decision.values[i], strict=True)
+                    ),
                     key=lambda r: -r["score"],
                 )
-            given = {m: round(float(contributions[m][i]), 6) for m in self.modalities if present[m][i]}
+            given = {
+                m: round(float(decision.contributions[m][i]), 6) for m in self.modalities if decision.present[m][i]
+            }
             warnings = [{"kind": k, "detail": msg} for k, sid, msg in report.entries if sid == samples[i].id]
-            out.append(Prediction(scores, given, method, warnings, samples[i].transcript))
+            out.append(Prediction(scores, given, decision.method, warnings, samples[i].transcript))
         return out
 
     @staticmethod
-    def _check_decoded(samples: list[Sample], table: FeatureTable, report: ProblemReport) -> None:
+    def _check_decoded(samples: Sequence[Sample], table: FeatureTable, report: ProblemReport) -> None:
         """Refuse a post with an input its loader could not use (images were checked already: e.g. audio), exactly
         as a dataset reports it; what the loaders tolerate (silent or clipped audio) is predicted, with warnings."""
         for i, sample in enumerate(samples):
@@ -439,6 +549,24 @@ class Predictor:
                     (f"corrupt_{m}", f"{m} could not be read"),
                 )
                 raise InputError(kind, f"{where}{message}", m)
+
+    def decide(self, memo: FeatureMemo) -> Decision:
+        """Calibrated probabilities (scores) and modality contributions for the samples of ``memo``; with ``tta``
+        the logits and the contributions are averaged over the two views."""
+        tables = self.views(memo)
+        self._check_decoded(memo.samples, tables[0], memo.report)
+        model, index = self.model, torch.arange(len(memo.ids))
+        outputs, contributions = [], []
+        for table in tables:
+            inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
+            outputs.append(model.head(inputs).cpu())
+            present = {m: inputs[m].present.cpu() for m in self.modalities}
+            shares, method = self._contributions(inputs, outputs[-1], present)
+            contributions.append(shares)
+        mean = torch.stack(outputs).mean(0)
+        values = mean if self.task.name == "regression" else self.task.probabilities(mean, model.config.temperature)
+        shares = {m: torch.stack([c[m] for c in contributions]).mean(0) for m in self.modalities}
+        return Decision(values, shares, present, method)
 
     def _decision(self, outputs: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """What contributions explain: the probability of the predicted label, or the regression score."""

@@ -201,8 +201,10 @@ def train_model(
     if model.text_encoder is not None:
         text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
         groups.append({"params": text_params, "lr": config.text_lr})
-    if len(model.encoders):  # networks trained from scratch learn at the head's rate
-        groups.append({"params": list(model.encoders.parameters()), "lr": config.lr})
+    for encoder in model.encoders.values():  # from scratch at the head's rate; fine-tuned layers at their own
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": getattr(config, encoder.lr_field)})
     optimizer = make_optimizer(groups, config)
     steps_per_epoch = math.ceil(math.ceil(len(train) / config.batch_size) / distributed.world_size())  # per rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -254,7 +256,7 @@ def train_model(
             if config.contrastive_weight > 0:
                 loss = joint_loss(model, inputs, texts, target, loss_fn, config, batch_gen)
             else:
-                inputs = model.augment(inputs, batch_gen) if config.augment else inputs
+                inputs = model.augment(inputs, batch_gen, config.augment)
                 loss = model.loss(inputs, texts, target, loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

