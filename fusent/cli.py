@@ -499,6 +499,14 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<data>-<head>).")] = None,
     head: Annotated[str, typer.Option(help="Fusion head (see `fusent heads`).")] = "native_combine",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = _TC.seed,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train one model per seed (e.g. 0,1,2,3,4) on the same split and save their ensemble as "
+            "OUT/checkpoint (the mean of their calibrated probabilities, like `fusent ensemble`); each seed's run is "
+            "OUT/seed-S."
+        ),
+    ] = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -526,6 +534,12 @@ def train(
 
     if options["cv"] and (nproc > 1 or distributed.launched()):
         raise typer.BadParameter("--cv trains one process per fold: leave out --nproc / torchrun", param_hint="--cv")
+    seed_list = _parse_seeds(seeds)
+    if seed_list and (options["cv"] or resume or nproc > 1 or distributed.launched()):
+        raise typer.BadParameter(
+            "--seeds trains its models one after another in this process: leave out --cv, --resume and --nproc",
+            param_hint="--seeds",
+        )
     if nproc > 1 and not distributed.launched():
         if "train" not in sys.argv[1:]:
             raise typer.BadParameter(
@@ -533,7 +547,10 @@ def train(
             )
         raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
     with cost.recording() as costs:
-        _train(data, options, out, head, seed, resume, quiet)
+        if seed_list:
+            _train_seeds(data, options, out, head, seed_list, quiet)
+        else:
+            _train(data, options, out, head, seed, resume, quiet)
     if distributed.is_main():
         typer.echo(cost.format_costs(costs.summary()))
     distributed.shutdown()
@@ -599,6 +616,51 @@ def _train(
         typer.echo("no test part (--test-fraction 0): the figures above are validation figures", err=True)
     if run.learned:
         typer.echo(f"learned: {json.dumps(run.learned)}")
+    typer.echo(prepared.bundle.report.summary())
+    typer.echo("saved: " + ", ".join(str(p) for p in run.files))
+
+
+def _parse_seeds(seeds: str | None) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]: at least two different integers."""
+    if seeds is None:
+        return []
+    try:
+        values = [int(v) for v in seeds.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"give integers separated by commas, e.g. 0,1,2; got {seeds!r}", param_hint="--seeds"
+        ) from None
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise typer.BadParameter(f"an ensemble needs at least two different seeds; got {seeds!r}", param_hint="--seeds")
+    return values
+
+
+def _train_seeds(data: Path, options: dict[str, Any], out: Path | None, head: str, seeds: list[int], quiet: bool):
+    """``train --seeds``: the data encoded once, one model per seed, their ensemble scored on validation and test."""
+    from .fusion import head_uses_states
+    from .runs import seeds_run
+    from .tasks import get_task
+
+    _setup(options["threads"])
+    _check_heads([head])
+    settings, config, per_head = _configs(options, [head])
+    out = out or Path("runs") / f"{data.stem}-{head}-seeds"
+    prepared = _prepare(data, options, settings, quiet, keep_states=head_uses_states(head))
+    run = seeds_run(
+        prepared, head, config, per_head[head], seeds, out, calibrate=options["calibrate"], progress=not quiet
+    )
+    task, sizes = get_task(prepared.bundle.task), prepared.split
+    key = "mae" if task.name == "regression" else "f1_macro"
+    for s, member in run.members.items():
+        test = f", test {member.scores['test'][key]:.4f}" if "test" in member.scores else ""
+        typer.echo(
+            f"seed {s}: validation {key} {member.scores['validation'][key]:.4f}{test} (epoch {member.best_epoch})"
+        )
+    title = f"ensemble of {len(seeds)} {head} (seeds {','.join(map(str, seeds))})"
+    typer.echo(task.format(run.scores["validation"], f"{title}: validation, n={sizes['n_val']}"))
+    if "test" in run.scores:
+        typer.echo("")
+        typer.echo(task.format(run.scores["test"], f"{title}: TEST, n={sizes['n_test']} (held out, scored once)"))
     typer.echo(prepared.bundle.report.summary())
     typer.echo("saved: " + ", ".join(str(p) for p in run.files))
 

@@ -5,11 +5,12 @@ predictions). Validation selects; the test part is scored once, after training, 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from . import cost, distributed, resume
 from .atomic import atomic_write
 from .data.split import write_split_file
+from .features import FeatureTable
 from .pipeline import Prepared, evaluate_prepared, fit, write_predictions
 from .tasks import get_task
 from .training import TrainConfig, predict_logits
@@ -98,25 +100,133 @@ def train_run(
         "data_notes": dict(report.notes),
     }
     atomic_write(out / "problems.txt", "\n".join(report.messages) + ("\n" if report.messages else ""))
-    (out / "predictions.txt").unlink(missing_ok=True)  # a reused run folder must not keep another run's
-    if plots and task.name == "classification":
-        part, y, outputs = ("test", prepared.y_test, test_outputs)
-        if test_outputs is None:
-            part, y, outputs = "validation", prepared.y_val, predict_logits(model, prepared.val)
-        from .plots import curve_plots
-
-        probs = task.probabilities(outputs, model.config.temperature).numpy()
-        files += curve_plots(y.tolist(), probs, prepared.bundle.labels, out, f"{head}, {part}")
-    if len(prepared.unlabelled):
-        labels = task.decode(predict_logits(model, prepared.unlabelled), prepared.bundle.labels)
-        write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
-        files.append(out / "predictions.txt")
+    val_outputs = None if test_outputs is not None else predict_logits(model, prepared.val)
+    files += _plots_and_predictions(
+        out,
+        prepared,
+        head,
+        test_outputs,
+        val_outputs,
+        model.config.temperature,
+        lambda t: predict_logits(model, t),
+        plots,
+    )
     costs = cost.current()
     if costs is not None:  # written last: the cost of plots and predictions counts too
         metrics["cost"] = costs.summary()
     files.append(write_json(out / "metrics.json", metrics))
     state_file.unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return TrainRun(head, result.best_epoch, result.seconds, scores, model.head.report(), files)
+
+
+def _plots_and_predictions(
+    out: Path,
+    prepared: Prepared,
+    title: str,
+    test_outputs: torch.Tensor | None,
+    val_outputs: torch.Tensor | None,
+    temperature: float,
+    outputs_of: Callable[[FeatureTable], torch.Tensor],
+    plots: bool = True,
+) -> list[Path]:
+    """ROC / PR / reliability plots of the test part (of validation when there is none) and ``predictions.txt`` for
+    the unlabelled samples (``outputs_of`` answers them); a reused run folder never keeps another run's."""
+    task, files = get_task(prepared.bundle.task), []
+    (out / "predictions.txt").unlink(missing_ok=True)
+    if plots and task.name == "classification":
+        part, y, outputs = "test", prepared.y_test, test_outputs
+        if outputs is None:
+            part, y, outputs = "validation", prepared.y_val, val_outputs
+        assert y is not None and outputs is not None
+        from .plots import curve_plots
+
+        probs = task.probabilities(outputs, temperature).numpy()
+        files += curve_plots(y.tolist(), probs, prepared.bundle.labels, out, f"{title}, {part}")
+    if len(prepared.unlabelled):
+        labels = task.decode(outputs_of(prepared.unlabelled), prepared.bundle.labels)
+        write_predictions(out / "predictions.txt", prepared.unlabelled.ids, labels, prepared.bundle.prediction_header)
+        files.append(out / "predictions.txt")
+    return files
+
+
+@dataclass
+class SeedsRun:
+    """``fusent train --seeds``: the members' runs and their ensemble's metrics by part."""
+
+    head: str
+    members: dict[int, TrainRun]
+    scores: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+def seeds_run(
+    prepared: Prepared,
+    head: str,
+    config: TrainConfig,
+    head_kwargs: dict[str, Any],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    calibrate: bool = True,
+    progress: bool = True,
+) -> SeedsRun:
+    """One model per training seed on the same split (each a run folder ``out/seed-S``), then their ensemble as the
+    checkpoint ``out/checkpoint`` (``fusent.ensemble``: the mean of the members' calibrated probabilities), scored on
+    validation and once on the test part. Seeds change only initialisation and batch order, so the ensemble saw no
+    data its members did not: its test part is as unseen as theirs."""
+    from .ensemble import build_ensemble, combine_outputs
+    from .model import FusentModel
+
+    members = {
+        s: train_run(
+            prepared,
+            head,
+            dataclasses.replace(config, seed=s),
+            head_kwargs,
+            out / f"seed-{s}",
+            calibrate=calibrate,
+            progress=progress,
+            plots=False,
+        )  # fmt: skip
+        for s in seeds
+    }
+    checkpoints = [out / f"seed-{s}" / "checkpoint" for s in seeds]
+    build_ensemble(checkpoints, out / "checkpoint", force=True)
+    models = [FusentModel.from_pretrained(c) for c in checkpoints]
+    task, labels = get_task(prepared.bundle.task), prepared.bundle.labels
+
+    def outputs_of(table: FeatureTable) -> torch.Tensor:
+        outputs = [predict_logits(m, table) for m in models]
+        return combine_outputs(task.name, outputs, [m.config.temperature for m in models])
+
+    val_outputs = outputs_of(prepared.val)
+    scores: dict[str, Any] = {"validation": task.metrics(prepared.y_val, val_outputs, labels, 1.0)}
+    test_outputs = None
+    if prepared.has_test:
+        assert prepared.test is not None and prepared.y_test is not None
+        test_outputs = outputs_of(prepared.test)
+        scores["test"] = task.metrics(prepared.y_test, test_outputs, labels, 1.0)
+    files = [out / "checkpoint"]
+    if prepared.parts is not None:
+        files.append(write_split_file(out / "split.csv", prepared.parts))
+    title = f"ensemble of {len(seeds)} {head}"
+    files += _plots_and_predictions(out, prepared, title, test_outputs, val_outputs, 1.0, outputs_of)
+    metrics = {
+        "head": head,
+        "task": task.name,
+        "ensemble_of_seeds": list(seeds),
+        "split": prepared.split,
+        "encode_seconds": prepared.encode_seconds,
+        **scores,
+        "members": {
+            str(s): {"best_epoch": r.best_epoch, "train_seconds": r.train_seconds, **r.scores}
+            for s, r in members.items()
+        },
+        "data_problems": dict(prepared.bundle.report.counts),
+        **({"cost": costs.summary()} if (costs := cost.current()) is not None else {}),
+    }
+    files.append(write_json(out / "metrics.json", metrics))
+    return SeedsRun(head, members, scores, files)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -229,3 +229,38 @@ def test_tta_averages_logits_with_the_mirrored_image(runs: dict[str, Path]):
     assert dict((r["label"], r["score"]) for r in answer) == pytest.approx(
         dict(zip(tta.labels, mean.tolist(), strict=True))
     )
+
+
+def test_train_seeds_saves_the_ensemble_of_its_seeds(
+    tiny_mvsa: MvsaSpec, tiny_models, tmp_path: Path, restore_process_state
+):
+    """``train --seeds 0,1``: one run per seed, the ensemble as the checkpoint, its test metrics those of the mean of
+    the members' calibrated probabilities (recomputed here from the members through the Predictor)."""
+    from test_cli import model_args
+
+    from fusent.data import load_dataset, split_labelled
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    args = ("--data", tiny_mvsa.root, "--epochs", "2", "--batch-size", "8", *model_args(tiny_models, cache))
+    result = invoke("train", "--out", run, "--seeds", "0,1", "--head", "native_cat", *args)
+    assert result.exit_code == 0, result.output
+    assert "seed 0: validation f1_macro" in result.output and "ensemble of 2 native_cat" in result.output
+    assert is_ensemble(run / "checkpoint") and (run / "seed-1" / "checkpoint" / CONFIG_NAME).is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ensemble_of_seeds"] == [0, 1] and set(metrics["members"]) == {"0", "1"}
+
+    test = split_labelled(load_dataset(tiny_mvsa.root), split_file=run / "split.csv").test
+    members = [Predictor.from_pretrained(run / f"seed-{s}" / "checkpoint", cache_dir=cache) for s in (0, 1)]
+    probs = np.mean([m.predict_proba_samples(test, progress=False) for m in members], axis=0)
+    labels = members[0].labels
+    accuracy = np.mean([labels[int(k)] == s.label for k, s in zip(probs.argmax(1), test, strict=True)])
+    assert metrics["test"]["accuracy"] == pytest.approx(accuracy)
+    assert Predictor.from_pretrained(run / "checkpoint", cache_dir=cache).predict_proba_samples(
+        test, progress=False
+    ) == pytest.approx(probs, abs=1e-5)
+
+    for bad, message in (("3", "at least two"), ("0,0", "at least two"), ("a,b", "integers")):
+        refused = invoke("train", "--out", tmp_path / "bad", "--seeds", bad, *args)
+        assert refused.exit_code == 2 and message in refused.output
+    refused = invoke("train", "--out", tmp_path / "bad", "--seeds", "0,1", "--cv", "3", *args)
+    assert refused.exit_code == 2 and "--seeds" in refused.output
