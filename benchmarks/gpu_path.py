@@ -93,8 +93,9 @@ def finetune_epoch(device: str) -> float:
 def predict_latency(device: str, folder: Path) -> tuple[float, float]:
     import torch
 
+    from fusent.encoders.build import build_encoders, feature_dims
     from fusent.model import FusentModel, ModelConfig
-    from fusent.pipeline import EncoderSettings, build_encoders, feature_dims
+    from fusent.options import EncoderSettings
     from fusent.predict import Predictor
 
     settings = EncoderSettings(device=device)

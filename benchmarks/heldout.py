@@ -50,8 +50,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from fusent.fusion import head_uses_states
-    from fusent.pipeline import EncoderSettings, evaluate_prepared, fit, prepare, prepare_folds
     from fusent.runs import mean_std
+    from fusent.train_flow import EncoderSettings, evaluate_prepared, fit, prepare, prepare_folds
     from fusent.training import TrainConfig
 
     start = time.perf_counter()

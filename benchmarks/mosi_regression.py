@@ -50,7 +50,7 @@ def main() -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    from fusent.pipeline import EncoderSettings, evaluate_prepared, fit, prepare
+    from fusent.train_flow import EncoderSettings, evaluate_prepared, fit, prepare
     from fusent.training import TrainConfig
 
     start = time.perf_counter()

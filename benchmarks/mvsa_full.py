@@ -44,7 +44,7 @@ def logistic_reference(prepared) -> dict[str, float]:
 
 
 def run_heads(prepared, heads: list[str], rows: dict[str, list[dict]]) -> None:
-    from fusent.pipeline import fit
+    from fusent.train_flow import fit
 
     for head in heads:
         _, result = fit(prepared, head, progress=False)
@@ -73,7 +73,7 @@ def main() -> int:
 
     hf_logging.disable_progress_bar()
     from fusent.fusion import head_uses_states
-    from fusent.pipeline import prepare
+    from fusent.train_flow import prepare
 
     rows: dict[str, list[dict]] = {}
     for split_seed in [int(s) for s in args.split_seeds.split(",")]:

@@ -56,7 +56,7 @@ def extraction(data: Path, cache_dir: Path, models: list[str]) -> None:
 
 
 def train(data: Path, cache_dir: Path, audio_model: str, text_model: str, head: str, config) -> tuple:
-    from fusent.pipeline import EncoderSettings, evaluate_prepared, fit, prepare
+    from fusent.train_flow import EncoderSettings, evaluate_prepared, fit, prepare
 
     settings = EncoderSettings(text_model=text_model, image_model="none", audio_model=audio_model, device="cpu")
     prepared = prepare(data, settings, cache_dir=cache_dir, progress=False)

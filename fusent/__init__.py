@@ -26,8 +26,8 @@ _EXPORTS = {
     "EncoderSettings": "options",
     "OptionError": "options",
     "load_dataset": "data",
-    "prepare": "pipeline",
-    "fit": "pipeline",
+    "prepare": "train_flow",
+    "fit": "train_flow",
     "available_heads": "fusion",
     "create_head": "fusion",
 }
@@ -54,8 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fusion import available_heads, create_head
     from .model import FusentModel, ModelConfig
     from .options import EncoderSettings, OptionError, TrainConfig
-    from .pipeline import fit, prepare
     from .predict import InputError, Prediction, Predictor
+    from .train_flow import fit, prepare
 
 
 def __getattr__(name: str) -> Any:

@@ -449,7 +449,7 @@ def _prepare(
     keep_states: bool,
     unlabelled: bool = True,
 ):
-    from .pipeline import prepare
+    from .train_flow import prepare
 
     o = options
     return prepare(
@@ -471,7 +471,7 @@ def _prepare(
 
 
 def _prepare_folds(data: Path, options: dict[str, Any], settings: EncoderSettings, quiet: bool, keep_states: bool):
-    from .pipeline import prepare_folds
+    from .train_flow import prepare_folds
 
     o = options
     return prepare_folds(

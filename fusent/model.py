@@ -17,7 +17,7 @@ from .atomic import atomic_target, atomic_write
 from .data.records import TaskName
 from .encoders.base import TrainableEncoder, create_trainable, pick_device
 from .encoders.text import TextEncoder
-from .features import ModalityBatch
+from .features import FeatureTable, ModalityBatch
 from .fusion import create_head
 from .tasks import get_task
 
@@ -175,3 +175,30 @@ def trainable_encoders(config: ModelConfig, device: str | None = None) -> dict[s
     """Freshly initialised networks for the modalities whose encoder trains with the head."""
     built = {m: create_trainable(m, config.encoder_settings(m), device) for m in config.dims}
     return {m: enc for m, enc in built.items() if enc is not None}
+
+
+def move_batch(inputs: dict[str, ModalityBatch], device: torch.device) -> dict[str, ModalityBatch]:
+    return {m: b.to(device) for m, b in inputs.items()}
+
+
+def batch_texts(table: FeatureTable, index: torch.Tensor) -> list[str | None]:
+    return [table.texts[i] for i in index.tolist()]
+
+
+def padded_lengths(model: FusentModel, table: FeatureTable) -> torch.Tensor:
+    """Per sample, what a batch of ``model`` pads it to: the table's sequence lengths, plus its token count when
+    the text encoder is fine-tuned (its texts are tokenized per batch, not cached)."""
+    lengths = table.sequence_lengths()
+    if model.text_encoder is not None:
+        lengths = lengths + model.text_encoder.token_counts(table.texts)
+    return lengths
+
+
+@torch.no_grad()
+def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    order = torch.sort(padded_lengths(model, table), stable=True).indices  # similar lengths together: less padding
+    out = torch.zeros(len(table), model.config.num_outputs)
+    for index in order.split(batch_size):
+        out[index] = model(move_batch(table.batch(index), model.device), batch_texts(table, index)).float().cpu()
+    return out

@@ -25,13 +25,12 @@ from .data.records import MODALITIES
 from .data.text import clean_text, decode_text
 from .data.video import VideoFrames, VideoLoadError, VideoSettings, VideoSoundtrack, VideoSource, probe, with_video
 from .encoders.base import Encoder, pick_device
+from .encoders.build import build_encoders
 from .encoders.image import MirroredImages
 from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
 from .features import FeatureCache, FeatureTable, ModalityBatch, ModalityFeatures, encode_modality
-from .model import FusentModel
-from .pipeline import build_encoders
+from .model import FusentModel, predict_logits
 from .tasks import get_task
-from .training import predict_logits
 
 
 class InputError(ValueError):

@@ -21,8 +21,8 @@ from . import cost, distributed, resume
 from .atomic import atomic_write
 from .data.split import write_split_file
 from .features import FeatureTable
-from .pipeline import Prepared, evaluate_prepared, fit, write_predictions
 from .tasks import get_task
+from .train_flow import Prepared, evaluate_prepared, fit, write_predictions
 from .training import TrainConfig, predict_logits
 
 #: the headline numbers averaged over CV folds, by task

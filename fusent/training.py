@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import distributed, resume
 from .features import FeatureTable, ModalityBatch
 from .losses import info_nce, make_loss
-from .model import FusentModel
+from .model import FusentModel, batch_texts, move_batch, padded_lengths, predict_logits
 from .options import ClassWeights, ScheduleName, TrainConfig
 from .tasks import get_task
 
@@ -115,33 +115,6 @@ def length_buckets(
         chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
         batches += list(chunk.split(batch_size))
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-
-
-def _to(inputs: dict[str, ModalityBatch], device: torch.device) -> dict[str, ModalityBatch]:
-    return {m: b.to(device) for m, b in inputs.items()}
-
-
-def _texts(table: FeatureTable, index: torch.Tensor) -> list[str | None]:
-    return [table.texts[i] for i in index.tolist()]
-
-
-def padded_lengths(model: FusentModel, table: FeatureTable) -> torch.Tensor:
-    """Per sample, what a batch of ``model`` pads it to: the table's sequence lengths, plus its token count when
-    the text encoder is fine-tuned (its texts are tokenized per batch, not cached)."""
-    lengths = table.sequence_lengths()
-    if model.text_encoder is not None:
-        lengths = lengths + model.text_encoder.token_counts(table.texts)
-    return lengths
-
-
-@torch.no_grad()
-def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 256) -> torch.Tensor:
-    model.eval()
-    order = torch.sort(padded_lengths(model, table), stable=True).indices  # similar lengths together: less padding
-    out = torch.zeros(len(table), model.config.num_outputs)
-    for index in order.split(batch_size):
-        out[index] = model(_to(table.batch(index), model.device), _texts(table, index)).float().cpu()
-    return out
 
 
 def make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
@@ -251,8 +224,8 @@ def train_model(
         order, total, seen = torch.randperm(len(train), generator=gen), 0.0, 0
         batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
         for index in distributed.shard(batches):
-            inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, batch_gen), device)
-            texts, target = _texts(train, index), y_train[index].to(device)
+            inputs = move_batch(_drop_modalities(train.batch(index), config.modality_dropout, batch_gen), device)
+            texts, target = batch_texts(train, index), y_train[index].to(device)
             if config.contrastive_weight > 0:
                 loss = joint_loss(model, inputs, texts, target, loss_fn, config, batch_gen)
             else:

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .pipeline import EncoderSettings, Prepared, fit
 from .runs import TrainRun, train_run, write_json
 from .tasks import get_task
+from .train_flow import EncoderSettings, Prepared, fit
 from .training import TrainConfig
 
 if TYPE_CHECKING:  # optuna is an optional extra: imported when a study runs

@@ -128,7 +128,7 @@ def tiny_image_encoder(tiny_models: TinyModels):
 
 @pytest.fixture(scope="session")
 def tiny_settings(tiny_models: TinyModels):
-    from fusent.pipeline import EncoderSettings
+    from fusent.train_flow import EncoderSettings
 
     return EncoderSettings(
         text_model=str(tiny_models.bert), max_length=32, image_model=str(tiny_models.vit), device="cpu"
@@ -259,7 +259,7 @@ def tiny_mvsa(tmp_path_factory: pytest.TempPathFactory) -> MvsaSpec:
 @pytest.fixture(scope="session")
 def prepared_tiny(tiny_mvsa: MvsaSpec, tiny_settings, tmp_path_factory: pytest.TempPathFactory):
     """The tiny folder split and encoded once (frozen tiny BERT + tiny ViT), shared by training tests."""
-    from fusent.pipeline import prepare
+    from fusent.train_flow import prepare
 
     cache = tmp_path_factory.mktemp("prepared_cache")
     return prepare(tiny_mvsa.root, tiny_settings, cache_dir=cache, progress=False)

@@ -107,8 +107,8 @@ def test_asr_trains_into_the_checkpoint_and_answers_with_the_transcript(
 ):
     """Voice notes without text: ``--asr fill`` gives them text for training; the checkpoint keeps the mode, so
     the Predictor and the service transcribe new notes and return what they heard."""
-    from fusent.pipeline import EncoderSettings, fit, prepare
     from fusent.predict import Predictor
+    from fusent.train_flow import EncoderSettings, fit, prepare
     from fusent.training import TrainConfig
 
     monkeypatch.setattr(asr, "Transcriber", FakeTranscriber)

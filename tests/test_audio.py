@@ -372,7 +372,7 @@ def test_ravdess_emotion_task_and_labels_pick_the_set(tiny_ravdess):
 
 
 def test_prepare_uses_the_dataset_split(tiny_ravdess, tiny_models, tmp_path: Path):
-    from fusent.pipeline import EncoderSettings, prepare
+    from fusent.train_flow import EncoderSettings, prepare
 
     root, _ = tiny_ravdess
     settings = EncoderSettings(text_model=str(tiny_models.bert), audio_model="mfcc", device="cpu")
@@ -403,8 +403,8 @@ def test_audio_trains_checkpoints_and_predicts_a_folder(tiny_ravdess, tiny_model
     from typer.testing import CliRunner
 
     from fusent.cli import app
-    from fusent.pipeline import EncoderSettings, fit, prepare
     from fusent.predict import Predictor
+    from fusent.train_flow import EncoderSettings, fit, prepare
     from fusent.training import TrainConfig, predict_logits
 
     root, _ = tiny_ravdess

@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from fusent.model import CONFIG_NAME, WEIGHTS_NAME, FusentModel
-from fusent.pipeline import EncoderSettings, fit, prepare
 from fusent.predict import Predictor
+from fusent.train_flow import EncoderSettings, fit, prepare
 from fusent.training import TrainConfig, predict_logits
 
 TWO_EPOCHS = TrainConfig(epochs=2, batch_size=8, seed=3)
@@ -191,7 +191,7 @@ def test_finetune_same_seed_same_result(prepared_finetune, tiny_models: TinyMode
 
 
 def test_finetune_batches_sorted_by_token_count(prepared_finetune, tiny_models: TinyModels):
-    from fusent.training import padded_lengths
+    from fusent.model import padded_lengths
 
     p = prepared_finetune
     model, _ = fit(p, "native_cat", replace(TWO_EPOCHS, epochs=1), progress=False)

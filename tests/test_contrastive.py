@@ -13,7 +13,7 @@ from fusent.encoders import InceptionSAEncoder, create_image_encoder
 from fusent.features import ModalityBatch
 from fusent.losses import info_nce
 from fusent.model import FusentModel
-from fusent.pipeline import fit, prepare
+from fusent.train_flow import fit, prepare
 from fusent.training import TrainConfig, joint_loss, predict_logits
 
 

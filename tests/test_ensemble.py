@@ -17,9 +17,9 @@ from PIL import Image
 
 from fusent.ensemble import EnsembleError, EnsemblePredictor, build_ensemble, is_ensemble
 from fusent.model import CONFIG_NAME, FusentModel
-from fusent.pipeline import prepare
 from fusent.predict import Predictor
 from fusent.runs import train_run
+from fusent.train_flow import prepare
 from fusent.training import TrainConfig
 
 PICTURE = jpeg_bytes(COLOURS["positive"], (40, 36), seed=5)

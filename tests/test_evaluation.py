@@ -20,7 +20,7 @@ from fusent.cli import app
 from fusent.data import DatasetBundle, ProblemReport, Sample
 from fusent.data.split import cv_splits, read_split_file, split_labelled, write_split_file
 from fusent.metrics import average_precision, binary_roc_auc, expected_calibration_error, probability_metrics
-from fusent.pipeline import fit
+from fusent.train_flow import fit
 from fusent.training import TrainConfig, lr_factor
 
 

@@ -19,7 +19,7 @@ from fusent.data import (
     load_memotion,
 )
 from fusent.data.memotion import MEMOTION_PREDICTION_HEADER, MEMOTION_SENTIMENTS
-from fusent.pipeline import write_predictions
+from fusent.train_flow import write_predictions
 
 REAL_MEMOTION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "memotion_7k"
 HEADER = "image_name,text_ocr,text_corrected,humour,sarcasm,offensive,motivational,overall_sentiment"

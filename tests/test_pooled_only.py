@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fusent.fusion import available_heads, head_uses_states
-from fusent.pipeline import fit, prepare
+from fusent.train_flow import fit, prepare
 from fusent.training import TrainConfig
 
 TWO_EPOCHS = TrainConfig(epochs=2, batch_size=8, seed=3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import REAL_MVSA
 
-from fusent.pipeline import EncoderSettings, evaluate_prepared, fit, prepare
+from fusent.train_flow import EncoderSettings, evaluate_prepared, fit, prepare
 from fusent.training import TrainConfig
 
 LIMIT = 200

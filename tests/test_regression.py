@@ -18,8 +18,8 @@ from fusent.features import ModalityBatch
 from fusent.fusion import available_heads, create_head
 from fusent.losses import make_loss
 from fusent.model import FusentModel
-from fusent.pipeline import EncoderSettings, fit, prepare
 from fusent.predict import Predictor
+from fusent.train_flow import EncoderSettings, fit, prepare
 from fusent.training import TrainConfig, predict_logits
 
 FAST = TrainConfig(epochs=4, batch_size=8, seed=5, lr=1e-3)

@@ -12,8 +12,8 @@ import torch
 from conftest import MvsaSpec, TinyModels, invoke
 from safetensors.torch import load_file
 
-import fusent.pipeline
-from fusent.pipeline import fit
+import fusent.train_flow
+from fusent.train_flow import fit
 from fusent.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("restore_process_state")
@@ -82,14 +82,14 @@ def test_train_resume_on_the_command_line(tiny_mvsa: MvsaSpec, tiny_models: Tiny
     no_state = invoke(*_train_args(tiny_models, tiny_mvsa.root, cache, run), "--resume")
     assert no_state.exit_code != 0 and "never completed an epoch" in " ".join(no_state.output.replace("│", "").split())
 
-    train_model = fusent.pipeline.train_model
+    train_model = fusent.train_flow.train_model
     monkeypatch.setattr(
-        fusent.pipeline, "train_model", lambda *a, **kw: train_model(*a, **{**kw, "on_epoch": _kill_after(2)})
+        fusent.train_flow, "train_model", lambda *a, **kw: train_model(*a, **{**kw, "on_epoch": _kill_after(2)})
     )
     with pytest.raises(Killed):
         invoke(*_train_args(tiny_models, tiny_mvsa.root, cache, run))
     assert (run / "resume.pt").exists() and not (run / "metrics.json").exists()
-    monkeypatch.setattr(fusent.pipeline, "train_model", train_model)
+    monkeypatch.setattr(fusent.train_flow, "train_model", train_model)
     resumed = invoke(*_train_args(tiny_models, tiny_mvsa.root, cache, run), "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert not (run / "resume.pt").exists()

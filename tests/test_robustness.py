@@ -180,7 +180,7 @@ def test_noise_at_level_zero_is_identity_and_above_it_changes_inputs_seeded(runs
 def test_audio_noise_on_a_speech_checkpoint(tiny_models: TinyModels, tmp_path: Path):
     from test_audio import make_ravdess_folder
 
-    from fusent.pipeline import EncoderSettings, fit, prepare
+    from fusent.train_flow import EncoderSettings, fit, prepare
     from fusent.training import TrainConfig
 
     root = tmp_path / "ravdess_speech"

@@ -437,7 +437,7 @@ def test_service_refuses_bad_clips_with_clear_errors(video_run, tmp_path: Path):
 
 
 def test_an_attention_head_attends_over_frames(video_run, tiny_models: TinyModels, tmp_path: Path):
-    from fusent.pipeline import EncoderSettings, fit, prepare
+    from fusent.train_flow import EncoderSettings, fit, prepare
     from fusent.training import TrainConfig
 
     root, _, _ = video_run
