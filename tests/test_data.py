@@ -126,7 +126,7 @@ def test_load_mvsa_guid_files_with_bom(tmp_path: Path):
 
 def test_load_dataset_dispatch_and_errors(tiny_mvsa: MvsaSpec, tmp_path: Path):
     assert {s.id for s in load_dataset(tiny_mvsa.root).labelled} == set(tiny_mvsa.labels)
-    with pytest.raises(FileNotFoundError, match="neither an MVSA folder"):
+    with pytest.raises(FileNotFoundError, match="is neither a RAVDESS folder .*, an MVSA folder"):
         load_dataset(tmp_path)
     with pytest.raises(FileNotFoundError, match="no dataset"):
         load_dataset(tmp_path / "nothing.txt")

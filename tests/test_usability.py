@@ -66,7 +66,7 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path: Path, good_csv: Pa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cases = {
         ("train", "--data", tmp_path / "missing"): "no dataset at",
-        ("train", "--data", weird): "is neither an MVSA folder",
+        ("train", "--data", weird): "is neither a RAVDESS folder",
         ("predict", run, "--data", good_csv): f"pass {run / 'checkpoint'}",
         ("train", "--data", empty): "has no rows",
         ("train", "--data", good_csv, "--text-pooling", "foo"): "'--text-pooling'",

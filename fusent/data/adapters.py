@@ -1,75 +1,169 @@
-"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV / JSONL / Parquet manifest (others in
-their own modules: Memotion, RAVDESS, a folder of audio files). A manifest can also be read row by row
-(``iter_manifest_records`` + ``manifest_sample``), which is how ``fusent predict`` streams large ones."""
+"""Dataset adapters: the MVSA ``guid,tag`` folder layout and a generic CSV / JSONL / Parquet manifest here, the
+others in their own modules (Memotion, CMU-MOSI, RAVDESS, a folder of audio files), and ``ADAPTERS``, the ordered
+table of (detect, load) pairs ``load_dataset`` walks. A manifest can also be read row by row
+(``iter_manifest_records`` + ``manifest_sample``), which is how ``fusent predict`` streams large ones.
+
+The dataset modules share ``rows`` (checking rows into a bundle) and ``tables`` (reading CSV); none imports this one."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..options import OptionError
-from .records import MODALITIES, DatasetBundle, ProblemReport, Sample, TaskName
-from .text import decode_bytes, decode_text
-from .video import resolve_video
+from .audio import is_audio_file
+from .memotion import is_memotion_folder, load_memotion
+from .mosi import is_mosi_folder, load_mosi
+from .ravdess import is_ravdess_folder, load_audio_folder, load_ravdess
+from .records import MODALITIES, DatasetBundle, ProblemReport, Sample
+from .rows import IdSet, check_row, finish_rows, label_key
+from .tables import csv_dicts, decode_csv, read_csv
+from .text import decode_text
+from .video import is_video_file, resolve_video
+
+__all__ = [  # check_row, IdSet and label_key moved to ``rows``: still importable from here, as before
+    "ADAPTERS",
+    "MANIFEST_SUFFIXES",
+    "MVSA_LABELS",
+    "Adapter",
+    "IdSet",
+    "RegressionDataWithLabels",
+    "check_row",
+    "inside",
+    "is_manifest_file",
+    "iter_manifest_records",
+    "label_key",
+    "load_dataset",
+    "load_manifest",
+    "load_mvsa",
+    "manifest_sample",
+]
 
 MVSA_LABELS = ["negative", "neutral", "positive"]
 _UNLABELLED = {"", "null", "none", "nan"}
 #: File suffixes read as a manifest (``.json`` holds JSON lines too; Parquet needs pyarrow).
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+#: What a folder holding a manifest names it, in the order looked for.
+MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 
 
 class RegressionDataWithLabels(ValueError):
     """Class names given for a table of sentiment scores."""
 
 
+@dataclass(frozen=True)
+class Adapter:
+    """One dataset layout: ``detect(path)`` says whether ``path`` is one (cheaply: names and headers, no rows read),
+    ``load(path, labels, label_set, allow_outside)`` reads it. ``expects`` says what the layout looks like, for the
+    error when no adapter matches; ``folder`` whether ``path`` is a folder; ``label_sets`` whether it has more
+    than one label set to pick from (``--label-set``)."""
+
+    name: str
+    expects: str
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, list[str] | None, str | None, bool], DatasetBundle]
+    folder: bool = True
+    label_sets: bool = False
+
+
+def _is_mvsa_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "train.txt").exists() or (path / "test_without_label.txt").exists())
+
+
+def _manifest_in(path: Path) -> Path | None:
+    return next((path / name for name in MANIFEST_NAMES if (path / name).exists()), None)
+
+
+def _has_media_files(path: Path) -> bool:
+    return path.is_dir() and any(is_audio_file(p) or is_video_file(p) for p in path.rglob("*"))
+
+
+def _load_mosi(path: Path, labels: list[str] | None, label_set: str | None, allow_outside: bool) -> DatasetBundle:
+    if labels:
+        message = f"--labels applies to classification data; {path} is a regression table (scores)"
+        raise RegressionDataWithLabels(message)
+    return load_mosi(path)
+
+
+#: The adapters ``load_dataset`` tries, first match wins. RAVDESS comes first (``--label-set`` is for it alone);
+#: MOSI before Memotion, as both may hold a test_without_label.csv; a folder of media files is the last folder kind.
+ADAPTERS: list[Adapter] = [
+    Adapter(
+        "ravdess",
+        "a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac)",
+        lambda p: p.is_dir() and is_ravdess_folder(p),
+        lambda p, labels, label_set, _: load_ravdess(p, labels=labels, label_set=label_set),
+        label_sets=True,
+    ),
+    Adapter(
+        "mvsa",
+        "an MVSA folder (train.txt / test_without_label.txt + data/)",
+        _is_mvsa_folder,
+        lambda p, labels, *_: load_mvsa(p, labels=labels),
+    ),
+    Adapter(
+        "mosi",
+        "a CMU-MOSI style folder (label.csv with id,text,label,mode)",
+        lambda p: p.is_dir() and is_mosi_folder(p),
+        _load_mosi,
+    ),
+    Adapter(
+        "memotion",
+        "a Memotion folder (labels.csv / test_without_label.csv + images/)",
+        lambda p: p.is_dir() and is_memotion_folder(p),
+        lambda p, labels, *_: load_memotion(p, labels=labels),
+    ),
+    Adapter(
+        "manifest folder",
+        "a folder with manifest.csv / manifest.jsonl",
+        lambda p: p.is_dir() and _manifest_in(p) is not None,
+        lambda p, labels, _, allow_outside: load_manifest(_manifest_in(p), labels=labels, allow_outside=allow_outside),
+    ),
+    Adapter(
+        "audio folder",
+        "a folder of audio or video files (to predict)",
+        _has_media_files,
+        lambda p, labels, *_: load_audio_folder(p, labels=labels),
+    ),
+    Adapter(
+        "manifest",
+        "a .csv/.jsonl/.json/.parquet manifest",
+        lambda p: not p.is_dir() and is_manifest_file(p),
+        lambda p, labels, _, allow_outside: load_manifest(p, labels=labels, allow_outside=allow_outside),
+        folder=False,
+    ),
+]
+
+
 def load_dataset(
     path: str | Path, labels: list[str] | None = None, label_set: str | None = None, allow_outside: bool = False
 ) -> DatasetBundle:
-    """Pick the adapter from what ``path`` is: an MVSA, Memotion or RAVDESS folder, a folder with a manifest, a
-    .csv/.jsonl manifest, or a folder of audio or video files (to predict). ``labels`` names the classes (rows with
-    another label are reported and left out); ``label_set`` picks one of a dataset's label sets (RAVDESS: sentiment or
-    emotion); ``allow_outside`` lets a manifest name files outside its own folder."""
+    """Read ``path`` with the first of ``ADAPTERS`` that recognises it: an MVSA, Memotion, CMU-MOSI or RAVDESS
+    folder, a folder with a manifest, a .csv/.jsonl manifest, or a folder of audio or video files (to predict).
+    ``labels`` names the classes (rows with another label are reported and left out); ``label_set`` picks one of a
+    dataset's label sets (RAVDESS: sentiment or emotion); ``allow_outside`` lets a manifest name files outside its
+    own folder."""
     path = Path(path)
-    from .ravdess import is_ravdess_folder, load_audio_folder, load_ravdess  # imported here: they import this module
+    adapter = next((a for a in ADAPTERS if a.detect(path)), None)
+    if label_set is not None and (adapter is None or not adapter.label_sets):
+        kinds = " or ".join(a.expects for a in ADAPTERS if a.label_sets)
+        raise ValueError(f"--label-set applies to {kinds}; {path} is not one")
+    if adapter is None:
+        raise FileNotFoundError(nothing_matched(path))
+    return adapter.load(path, labels, label_set, allow_outside)
 
-    if path.is_dir() and is_ravdess_folder(path):
-        return load_ravdess(path, labels=labels, label_set=label_set)
-    if label_set is not None:
-        raise ValueError(f"--label-set applies to RAVDESS folders; {path} is not one")
+
+def nothing_matched(path: Path) -> str:
+    """The error when no adapter reads ``path``, listing what each expects: the folder kinds for a folder, every
+    kind for anything else."""
     if path.is_dir():
-        if (path / "train.txt").exists() or (path / "test_without_label.txt").exists():
-            return load_mvsa(path, labels=labels)
-        from .memotion import is_memotion_folder, load_memotion  # imported here: they import this module
-        from .mosi import is_mosi_folder, load_mosi
-
-        if is_mosi_folder(path):  # before Memotion: both may hold a test_without_label.csv
-            if labels:
-                raise RegressionDataWithLabels(
-                    f"--labels applies to classification data; {path} is a regression table (scores)"
-                )
-            return load_mosi(path)
-        if is_memotion_folder(path):
-            return load_memotion(path, labels=labels)
-        for name in ("manifest.csv", "manifest.jsonl"):
-            if (path / name).exists():
-                return load_manifest(path / name, labels=labels, allow_outside=allow_outside)
-        try:
-            return load_audio_folder(path, labels=labels)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{path} is neither an MVSA folder (train.txt / test_without_label.txt + data/), a Memotion folder "
-                "(labels.csv / test_without_label.csv + images/), a CMU-MOSI style folder (label.csv with "
-                "id,text,label,mode), a RAVDESS folder (Actor_NN/MM-VV-EE-II-SS-RR-NN.flac), a folder with "
-                "manifest.csv / manifest.jsonl, nor a folder of audio or video files"
-            ) from None
-    if is_manifest_file(path):
-        return load_manifest(path, labels=labels, allow_outside=allow_outside)
-    raise FileNotFoundError(f"no dataset at {path}: pass an MVSA folder or a .csv/.jsonl/.json/.parquet manifest")
+        kinds = [a.expects for a in ADAPTERS if a.folder]
+        return f"{path} is neither {', '.join(kinds[:-1])}, nor {kinds[-1]}"
+    return f"no dataset at {path}: pass {'; '.join(a.expects for a in ADAPTERS)}"
 
 
 def is_manifest_file(path: str | Path) -> bool:
@@ -133,93 +227,6 @@ def _read_text_file(path: Path, sample_id: str, report: ProblemReport) -> str | 
     return text
 
 
-def _finish(
-    rows: Iterable[tuple[Sample, bool]],
-    labels: list[str] | None,
-    report: ProblemReport,
-    name: str,
-    task: TaskName = "classification",
-) -> DatasetBundle:
-    """Check ids and labels for a stream of (sample, is_labelled) rows, never dropping one silently.
-
-    For regression, a labelled row whose score is None was rejected (and reported) by its adapter: not trained on.
-    """
-    rows = list(rows)
-    if task == "regression":
-        labels = []
-    else:
-        labels = _canonical_labels(labels, [s.label for s, lab in rows if lab and s.label])
-        spelled = {label_key(label): label for label in labels}
-        for sample, is_labelled in rows:
-            if is_labelled and sample.label is not None:
-                sample.label = spelled.get(label_key(sample.label), sample.label)
-    seen: dict[bool, set[str]] = {True: set(), False: set()}  # per section: an id may be both labelled and asked
-    labelled: list[Sample] = []
-    unlabelled: list[Sample] = []
-    for sample, is_labelled in rows:
-        if check_row(sample, is_labelled, labels, report, seen[is_labelled], task):
-            (labelled if is_labelled else unlabelled).append(sample)
-    return DatasetBundle(
-        labelled=labelled, unlabelled=unlabelled, labels=list(labels), report=report, name=name, task=task
-    )
-
-
-def label_key(label: str) -> str:
-    """What makes two spellings of a label the same class: case and whitespace do not count."""
-    return " ".join(str(label).split()).casefold()
-
-
-def _canonical_labels(given: list[str] | None, seen: list[str]) -> list[str]:
-    """The class names: ``given`` as given (refused when two differ only in case or spacing), else one per label
-    seen, spelled as most rows spell it ('Positive ' and 'POSITIVE' join 'positive'), sorted."""
-    if given is not None:
-        keys: dict[str, str] = {}
-        for label in given:
-            if label_key(label) in keys:
-                raise ValueError(f"labels {keys[label_key(label)]!r} and {label!r} are the same class; name it once")
-            keys[label_key(label)] = label
-        return list(given)
-    spellings: dict[str, Counter[str]] = {}
-    for label in seen:
-        spellings.setdefault(label_key(label), Counter())[" ".join(label.split())] += 1
-    return sorted(counts.most_common(1)[0][0] for counts in spellings.values())
-
-
-class IdSet(Protocol):
-    """What ``check_row`` needs of the ids seen so far: a set, or ``fusent.stream.SeenIds`` for huge manifests."""
-
-    def __contains__(self, sample_id: object) -> bool: ...
-
-    def add(self, sample_id: str) -> None: ...
-
-
-def check_row(
-    sample: Sample,
-    is_labelled: bool,
-    labels: list[str],
-    report: ProblemReport,
-    seen: IdSet,
-    task: TaskName = "classification",
-) -> bool:
-    """Whether one row is kept (its id first seen, a known label or a score when labelled); what is wrong is
-    reported. A row to predict has its label and score cleared. ``seen`` collects the ids kept so far."""
-    if sample.id in seen:
-        report.add("duplicate_id", sample.id, "id appears more than once; keeping the first row")
-        return False
-    seen.add(sample.id)
-    if all(getattr(sample, m) is None for m in MODALITIES) and getattr(sample, "video", None) is None:
-        report.add("no_modality", sample.id, f"none of {', '.join(MODALITIES)} given")
-    if not is_labelled:
-        sample.label, sample.score = None, None
-        return True
-    if task == "regression":
-        return sample.score is not None
-    if sample.label not in labels:
-        report.add("unknown_label", sample.id, f"label {sample.label!r} is not one of {labels}; not trained on")
-        return False
-    return True
-
-
 def _read_guid_file(path: Path) -> list[tuple[str, str]]:
     out = []
     with path.open(encoding="utf-8-sig", errors="replace") as fh:
@@ -254,7 +261,7 @@ def load_mvsa(root: str | Path, labels: list[str] | None = None) -> DatasetBundl
                 is_labelled = labelled and tag not in _UNLABELLED
                 yield Sample(id=guid, text=text, image=image, label=tag if is_labelled else None), is_labelled
 
-    return _finish(rows(), labels or MVSA_LABELS, report, name=root.name)
+    return finish_rows(rows(), labels or MVSA_LABELS, report, name=root.name)
 
 
 def _parquet_records(path: Path, chunk_rows: int) -> Iterator[dict[str, Any]]:
@@ -290,20 +297,13 @@ def iter_manifest_records(path: str | Path, report: ProblemReport, chunk_rows: i
     if suffix == ".parquet":
         records = _parquet_records(path, chunk_rows)
     elif suffix == ".csv":
-        records = _csv_records(path)
+        records = csv_dicts(path)
     else:
         records = _jsonl_records(path, report)
     for i, rec in enumerate(records):
         if i == 0 and "id" not in rec:
             raise ValueError(f"manifest {path} needs an 'id' column; it has {sorted(rec)}")
         yield rec
-
-
-def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a CSV read line by line, each line UTF-8, else cp1252, else latin-1 (as ``load_manifest``)."""
-    with path.open("rb") as fh:
-        lines = (decode_bytes(line.removeprefix(b"\xef\xbb\xbf") if i == 0 else line)[0] for i, line in enumerate(fh))
-        yield from csv.DictReader(lines)
 
 
 def manifest_sample(
@@ -357,24 +357,22 @@ def load_manifest(path: str | Path, labels: list[str] | None = None, allow_outsi
             f"manifest {path} has no text, image, audio or video column (only {columns}): nothing to read"
         )
     parsed = (manifest_sample(rec, where, path.parent, report, str(path), allow_outside) for where, rec in records)
-    bundle = _finish((row for row in parsed if row is not None), labels, report, name=path.stem)
+    bundle = finish_rows((row for row in parsed if row is not None), labels, report, name=path.stem)
     bundle.prediction_header = "id,label"  # predictions in the manifest's own columns, so they read back in
     return bundle
 
 
 def _manifest_records(path: Path, report: ProblemReport) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, record)`` for each row of a manifest, ``where`` naming its row for reports."""
-    from .memotion import _decode_csv, _read_csv  # imported here: memotion imports this module
-
     if path.suffix.lower() == ".csv":
-        header, cells_of = _read_csv(path, report)
+        header, cells_of = read_csv(path, report)
         for line_no, cells in cells_of:
             if header is not None and len(cells) > len(header):  # an unquoted comma: which cell is which is unknown
                 report.add("bad_row", f"line {line_no}", f"{path}:{line_no} has {len(cells)} fields, not {len(header)}")
                 continue
             yield f"line {line_no}", dict(zip(header or [], cells, strict=False))
         return
-    text = _decode_csv(path.read_bytes(), report)
+    text = decode_csv(path.read_bytes(), report)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

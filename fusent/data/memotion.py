@@ -6,15 +6,13 @@ very_positive+positive -> positive, very_negative+negative -> negative, neutral 
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-from .adapters import _finish
 from .records import DatasetBundle, ProblemReport, Sample
-from .text import clean_text, decode_bytes
+from .rows import finish_rows
+from .tables import clean_cell, read_csv
 
 MEMOTION_LABELS = ["negative", "neutral", "positive"]
 #: The raw 5-class ``overall_sentiment`` values, most negative first.
@@ -30,68 +28,15 @@ SENTIMENT_TO_3 = {
 MEMOTION_PREDICTION_HEADER = "image_name,overall_sentiment"
 
 LABELLED_FILE, UNLABELLED_FILE, IMAGE_DIR = "labels.csv", "test_without_label.csv", "images"
-_EMPTY_TEXT = {"", "nan"}  # "nan": a pandas NaN that was written out with str()
 
 
 def is_memotion_folder(path: Path) -> bool:
     return (path / LABELLED_FILE).is_file() or (path / UNLABELLED_FILE).is_file()
 
 
-def _decode_csv(raw: bytes, report: ProblemReport) -> str:
-    """UTF-8 (BOM dropped); lines that are not valid UTF-8 fall back to cp1252, then latin-1 (never fails)."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    raw = raw.removeprefix(b"\xef\xbb\xbf")
-    lines = []
-    for line in raw.splitlines(keepends=True):  # per line, so one bad byte does not re-decode the whole file
-        text, fallback = decode_bytes(line)
-        lines.append(text)
-        if fallback:
-            report.note("csv_line_decoded_by_fallback")
-    return "".join(lines)
-
-
-def _read_csv(path: Path, report: ProblemReport) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
-    """The header (stripped, lower-cased; None for an empty file) and the (line number, cells) of each row after
-    it; a row the csv module rejects is reported, not raised."""
-    text = _decode_csv(path.read_bytes(), report).replace("\x00", "")
-    reader = csv.reader(io.StringIO(text, newline=""))
-
-    def next_row() -> list[str] | None:
-        while True:
-            try:
-                return next(reader)
-            except StopIteration:
-                return None
-            except csv.Error as exc:
-                line = reader.line_num
-                if "field limit" in str(exc):
-                    exc = f"a cell is over the csv module's limit of {csv.field_size_limit():,} characters"
-                report.add("bad_row", f"{path.name} line {line}", f"{path}:{line}: {exc}; skipped")
-
-    header = next_row()
-
-    def records() -> Iterator[tuple[int, list[str]]]:
-        while (cells := next_row()) is not None:
-            if any(c.strip() for c in cells):  # skip blank lines
-                yield reader.line_num, cells
-
-    return ([c.strip().lower() for c in header] if header is not None else None), records()
-
-
-def _clean(value: str | None) -> str:
-    """Fix mojibake/curly quotes (as for MVSA texts) and collapse whitespace; NaN-like cells become ''."""
-    if value is None:
-        return ""
-    text = clean_text(value)
-    return "" if text.lower() in _EMPTY_TEXT else text
-
-
 def _sentiment(raw: str, labels: list[str]) -> str:
     """The raw overall_sentiment as one of ``labels``: kept when it already is one (e.g. a 5-class label set),
-    else mapped 5 -> 3 classes; anything else is returned as-is for _finish to report as unknown_label."""
+    else mapped 5 -> 3 classes; anything else is returned as-is for finish_rows to report as unknown_label."""
     value = "_".join(raw.strip().lower().replace("-", " ").split())
     if value in labels:
         return value
@@ -136,7 +81,7 @@ def load_memotion(root: str | Path, labels: list[str] | None = None) -> DatasetB
             path = root / file_name
             if not path.is_file():
                 continue
-            header, records = _read_csv(path, report)
+            header, records = read_csv(path, report)
             need = ["image_name", "overall_sentiment"] if labelled else ["image_name"]
             if header is not None and not set(need) <= set(header):
                 raise ValueError(f"{path} needs columns {', '.join(need)}; its header is {header}")
@@ -160,9 +105,9 @@ def load_memotion(root: str | Path, labels: list[str] | None = None) -> DatasetB
                         f"{path}:{line_no} has {len(cells)} fields, not {len(header)}; rest read as empty",
                     )
                 rec = dict(zip(header, cells, strict=False))
-                text = _clean(rec.get("text_corrected"))
+                text = clean_cell(rec.get("text_corrected"))
                 if not text:
-                    text = _clean(rec.get("text_ocr"))
+                    text = clean_cell(rec.get("text_ocr"))
                     if text:
                         report.note("text_from_ocr")
                 if not text:
@@ -170,7 +115,7 @@ def load_memotion(root: str | Path, labels: list[str] | None = None) -> DatasetB
                 label = _sentiment(rec.get("overall_sentiment") or "", labels) if labelled else None
                 yield _sample(sid, text or None, label, images, report), labelled
 
-    bundle = _finish(rows(), labels, report, name=root.name)
+    bundle = finish_rows(rows(), labels, report, name=root.name)
     bundle.prediction_header = MEMOTION_PREDICTION_HEADER
     return bundle
 

@@ -15,9 +15,9 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from .adapters import _finish
-from .memotion import _clean, _read_csv
 from .records import DatasetBundle, ProblemReport, Sample
+from .rows import finish_rows
+from .tables import clean_cell, read_csv
 from .video import VIDEO_SUFFIXES
 
 LABELLED_FILE, UNLABELLED_FILE = "label.csv", "test_without_label.csv"
@@ -96,7 +96,7 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
             path = root / file_name
             if not path.is_file():
                 continue
-            header, records = _read_csv(path, report)
+            header, records = read_csv(path, report)
             if header is None:
                 continue
             if "id" not in header and {"video_id", "clip_id"} <= set(header):
@@ -119,7 +119,7 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
                     if labelled:
                         continue
                     rec["text"] = ""  # still an id to predict: no prediction row may go missing
-                text = _clean(rec.get("text")) or None
+                text = clean_cell(rec.get("text")) or None
                 video = raw_clip(raw, sid, rec, report) if raw is not None else None
                 score = None
                 if labelled:
@@ -131,12 +131,12 @@ def load_mosi(root: str | Path, score_range: tuple[float, float] = SCORE_RANGE) 
                     if text is None and video is None:
                         report.add("empty_text", sid, "text is empty; not trained on (text is the only modality)")
                         score = None
-                    modes.setdefault(sid, mode)  # the first row of an id is the one _finish keeps
+                    modes.setdefault(sid, mode)  # the first row of an id is the one finish_rows keeps
                 elif text is None:
                     report.add("empty_text", sid, "text is empty; predicted without it")
                 yield Sample(id=sid, text=text, score=score, group=video_of(sid, rec), video=video), labelled
 
-    bundle = _finish(rows(), None, report, name=root.name, task="regression")
+    bundle = finish_rows(rows(), None, report, name=root.name, task="regression")
     bundle.prediction_header = MOSI_PREDICTION_HEADER
     if has_mode:
         bundle.given_split = {s.id: modes[s.id] for s in bundle.labelled}

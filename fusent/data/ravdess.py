@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .adapters import _finish
 from .audio import AUDIO_SUFFIXES, is_audio_file
 from .records import DatasetBundle, ProblemReport, Sample
+from .rows import finish_rows
 from .video import is_video_file
 
 EMOTIONS = {
@@ -98,7 +98,7 @@ def load_ravdess(
 
     splits: dict[str, str] = {}
     chosen = labels or (EMOTION_LABELS if label_set == "emotion" else SENTIMENT_LABELS)
-    bundle = _finish(rows(), chosen, report, name=f"{root.name}-{label_set}")
+    bundle = finish_rows(rows(), chosen, report, name=f"{root.name}-{label_set}")
     bundle.given_split = {s.id: splits[s.id] for s in bundle.labelled}  # speakers never cross the split
     bundle.prediction_header = "id,label"
     return bundle
@@ -118,6 +118,6 @@ def load_audio_folder(root: str | Path, labels: list[str] | None = None) -> Data
         return Sample(id=p.relative_to(root).with_suffix("").as_posix(), **media)
 
     rows = ((sample(p), False) for p in files)
-    bundle = _finish(rows, labels or [], report, name=root.name)
+    bundle = finish_rows(rows, labels or [], report, name=root.name)
     bundle.prediction_header = "id,label"
     return bundle

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 from ..data.audio import SAMPLE_RATE, chunk, fit_length
 from ..hub import check_model_available
 from ..options import DEFAULT_AUDIO_SECONDS
+from ..tensor_ops import masked_mean
 from . import spectral
 from .base import (
     Encoder,
@@ -260,11 +261,6 @@ class WhisperCT2Encoder(Encoder):
 # ------------------------------------------------------------------------------------- networks trained here
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask[..., None].to(x.dtype)
-    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
 def _pad_time(x: torch.Tensor, minimum: int) -> torch.Tensor:
     """Zero frames at the end so every pooling step keeps at least one frame (clips under ~0.2 s)."""
     return F.pad(x, (0, max(0, minimum - x.shape[-1])))
@@ -410,7 +406,7 @@ class LSTMCNN(WaveformEncoder):
         states = self.drop(states)
         mask = keep[:, 0].bool()
         stats = self.stats_norm(spectral.mean_std(frames, spectral.frame_mask(lengths, frames.shape[1])))
-        return states, mask, self.pool(torch.cat([_masked_mean(states, mask), stats], dim=-1))
+        return states, mask, self.pool(torch.cat([masked_mean(states, mask), stats], dim=-1))
 
 
 @register_trainable("audio", "stft-cnn")
@@ -453,7 +449,7 @@ class STFTCNN(WaveformEncoder):
         states = self.drop(self.cnn(x).mean(2).transpose(1, 2))  # [B, T', C]
         n = (mask.sum(1) // 2**self.pools).clamp(min=1)
         mask = _lengths_mask(n, states.shape[1])
-        return states, mask, _masked_mean(states, mask)
+        return states, mask, masked_mean(states, mask)
 
 
 def create_audio_encoder(

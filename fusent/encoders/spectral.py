@@ -20,6 +20,8 @@ from functools import lru_cache
 import torch
 from torch.nn import functional as F
 
+from ..tensor_ops import masked_mean
+
 SAMPLE_RATE = 16_000
 N_FFT = WIN_LENGTH = 400  # 25 ms
 HOP_LENGTH = 160  # 10 ms
@@ -101,19 +103,15 @@ def log_stft(power: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def normalise(frames: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-utterance mean/variance normalisation of each feature over real frames; padded frames become 0."""
-    weights = mask[..., None].to(frames.dtype)
-    count = weights.sum(1, keepdim=True).clamp(min=1.0)
-    mean = (frames * weights).sum(1, keepdim=True) / count
-    var = ((frames - mean).pow(2) * weights).sum(1, keepdim=True) / count
-    return (frames - mean) / (var + eps).sqrt() * weights
+    mean = masked_mean(frames, mask)[:, None]
+    var = masked_mean((frames - mean).pow(2), mask)[:, None]
+    return (frames - mean) / (var + eps).sqrt() * mask[..., None].to(frames.dtype)
 
 
 def mean_std(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[B, 2F]``: mean and standard deviation of each feature over the real frames."""
-    weights = mask[..., None].to(frames.dtype)
-    count = weights.sum(1).clamp(min=1.0)
-    mean = (frames * weights).sum(1) / count
-    var = ((frames - mean[:, None]).pow(2) * weights).sum(1) / count
+    mean = masked_mean(frames, mask)
+    var = masked_mean((frames - mean[:, None]).pow(2), mask)
     return torch.cat([mean, var.sqrt()], dim=-1)
 
 

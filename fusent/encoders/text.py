@@ -13,6 +13,7 @@ from transformers import AutoModel, AutoTokenizer
 from ..hub import check_model_available
 from ..options import DEFAULT_TEXT_MODEL, TextPooling
 from ..packs import MPNET_ALIASES, mpnet_path
+from ..tensor_ops import masked_mean
 from .base import Encoder, folder_fingerprint, pick_device
 
 RUN_TEXTS = 8  # texts per model call in ``TextEncoder.encode``
@@ -39,11 +40,6 @@ def resolve_text_model(name: str) -> str:
             pass
         return DEFAULT_TEXT_MODEL
     return name
-
-
-def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.unsqueeze(-1).to(states.dtype)
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 class TextEncoder(nn.Module, Encoder):
@@ -125,9 +121,9 @@ class TextEncoder(nn.Module, Encoder):
         if self.pooling == "cls":
             pooled = states[:, 0]
         elif self.pooling == "mean":
-            pooled = _masked_mean(states, attention_mask)
+            pooled = masked_mean(states, attention_mask)
         else:
-            pooled = _masked_mean(torch.stack(out.hidden_states[-4:]).mean(0), attention_mask)
+            pooled = masked_mean(torch.stack(out.hidden_states[-4:]).mean(0), attention_mask)
         return states, pooled
 
     @torch.no_grad()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..tensor_ops import masked_mean
 from .base import FusionHead, Inputs, classifier, register_head
-from .tokens import DEFAULT_PATCH_GRID, TokenProjector, masked_mean
+from .tokens import DEFAULT_PATCH_GRID, TokenProjector
 
 
 @register_head("cmac")

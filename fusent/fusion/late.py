@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..tensor_ops import masked_mean
 from .base import FusionHead, Inputs, classifier, register_head
 
 
@@ -39,10 +40,10 @@ class LateFusion(FusionHead):
     def forward(self, inputs: Inputs) -> torch.Tensor:
         logits, voters = self.modality_logits(inputs), self.voters(inputs)
         if self.num_classes == 1:  # regression: mean of the present modalities' scores
-            return (logits * voters[..., None]).sum(1) / voters.sum(1, keepdim=True)
+            return masked_mean(logits, voters)
         probs = logits.softmax(-1)
         votes = (F.one_hot(probs.argmax(-1), self.num_classes).float() * voters[..., None]).sum(1)
-        mean_p = (probs * voters[..., None]).sum(1) / voters.sum(1, keepdim=True)
+        mean_p = masked_mean(probs, voters)
         return torch.log((votes + mean_p) / (voters.sum(1, keepdim=True) + 1))
 
     def training_loss(self, inputs: Inputs, target: torch.Tensor, loss_fn: nn.Module) -> torch.Tensor:

@@ -9,14 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..tensor_ops import masked_mean as masked_mean  # re-exported: it lived here before
 from .base import Inputs
-
-
-def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Mean over the sequence of the positions where ``keep`` is True (``x`` is ``[B, L, D]``)."""
-    weights = keep.unsqueeze(-1).to(x.dtype)
-    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
 
 DEFAULT_PATCH_GRID = 3  # image patches per side the attention heads see (Lite2 gives 9 x 9)
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from ..losses import info_nce
+from ..tensor_ops import masked_mean
 from .base import FusionHead, Inputs, classifier, register_head
-from .tokens import _square_lead, masked_mean
+from .tokens import _square_lead
 
 
 @register_head("two_view")
