@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,16 +195,6 @@ def read_config(directory: str | Path) -> EnsembleConfig:
     return EnsembleConfig(**json.loads((Path(directory) / CONFIG_NAME).read_text()))
 
 
-def combine_outputs(task: str, outputs: Sequence[torch.Tensor], temperatures: Sequence[float]) -> torch.Tensor:
-    """The members' raw outputs -> the ensemble's: the mean score for regression, else the log of the mean of their
-    calibrated probabilities, softmax(logits / the member's temperature). With the ensemble's temperature of 1, its
-    softmax gives back those mean probabilities, so every metric and decoder reads it unchanged."""
-    if get_task(task).name == "regression":
-        return torch.stack(list(outputs)).mean(0)
-    probabilities = [get_task(task).probabilities(o, t) for o, t in zip(outputs, temperatures, strict=True)]
-    return torch.stack(probabilities).mean(0).clamp_min(1e-12).log()
-
-
 class EnsembleModel(nn.Module):
     """The members' models, and the ensemble's config where a Predictor's model has its own."""
 
@@ -276,7 +265,7 @@ class EnsemblePredictor(Predictor):
         """Log of the mean calibrated probabilities (the mean score for regression): with the ensemble's temperature
         of 1, their softmax gives back the mean probabilities, so every metric and decoder reads them unchanged."""
         outputs = [p.memo_outputs(memo) for p in self.members]
-        return combine_outputs(self.task.name, outputs, [p.model.config.temperature for p in self.members])
+        return self.task.combine(outputs, [p.model.config.temperature for p in self.members])
 
     def decide(self, memo: FeatureMemo) -> Decision:
         decisions = [p.decide(memo) for p in self.members]

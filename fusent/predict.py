@@ -517,16 +517,7 @@ class Predictor:
         decision = self.decide(FeatureMemo(samples, self.cache if self.cache_posts else None, report, progress=False))
         out = []
         for i in range(len(samples)):
-            if self.task.name == "regression":
-                scores = [{"score": float(decision.values[i, 0])}]
-            else:
-                scores = sorted(
-                    (
-                        {"label": label, "score": float(p)}
-                        for label, p in zip(self.labels, decision.values[i], strict=True)
-                    ),
-                    key=lambda r: -r["score"],
-                )
+            scores = self.task.rows(decision.values[i], self.labels)
             given = {
                 m: round(float(decision.contributions[m][i]), 6) for m in self.modalities if decision.present[m][i]
             }
@@ -563,15 +554,9 @@ class Predictor:
             shares, method = self._contributions(inputs, outputs[-1], present)
             contributions.append(shares)
         mean = torch.stack(outputs).mean(0)
-        values = mean if self.task.name == "regression" else self.task.probabilities(mean, model.config.temperature)
+        values = self.task.answer(mean, model.config.temperature)
         shares = {m: torch.stack([c[m] for c in contributions]).mean(0) for m in self.modalities}
         return Decision(values, shares, present, method)
-
-    def _decision(self, outputs: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-        """What contributions explain: the probability of the predicted label, or the regression score."""
-        if self.task.name == "regression":
-            return outputs[:, 0]
-        return self.task.probabilities(outputs, self.model.config.temperature).gather(1, top)[:, 0]
 
     def _contributions(
         self, inputs: dict[str, ModalityBatch], outputs: torch.Tensor, present: dict[str, torch.Tensor]
@@ -584,11 +569,11 @@ class Predictor:
             w = w / w.sum(1, keepdim=True).clamp(min=1e-12)
             return {m: w[:, j] for j, m in enumerate(self.modalities)}, "learned_weights"
         top = outputs.argmax(1, keepdim=True)
-        decision, out = self._decision(outputs, top), {}
+        decision, out = self.task.explained(outputs, top, self.model.config.temperature), {}
         for m in self.modalities:
             if not present[m].any():
                 out[m] = torch.zeros(len(outputs))
                 continue
             masked = {**inputs, m: dataclasses.replace(inputs[m], present=torch.zeros_like(inputs[m].present))}
-            out[m] = decision - self._decision(self.model.head(masked).cpu(), top)
+            out[m] = decision - self.task.explained(self.model.head(masked).cpu(), top, self.model.config.temperature)
         return out, "masking"

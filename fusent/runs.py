@@ -174,7 +174,7 @@ def seeds_run(
     checkpoint ``out/checkpoint`` (``fusent.ensemble``: the mean of the members' calibrated probabilities), scored on
     validation and once on the test part. Seeds change only initialisation and batch order, so the ensemble saw no
     data its members did not: its test part is as unseen as theirs."""
-    from .ensemble import build_ensemble, combine_outputs
+    from .ensemble import build_ensemble
     from .model import FusentModel
 
     members = {
@@ -197,7 +197,7 @@ def seeds_run(
 
     def outputs_of(table: FeatureTable) -> torch.Tensor:
         outputs = [predict_logits(m, table) for m in models]
-        return combine_outputs(task.name, outputs, [m.config.temperature for m in models])
+        return task.combine(outputs, [m.config.temperature for m in models])
 
     val_outputs = outputs_of(prepared.val)
     scores: dict[str, Any] = {"validation": task.metrics(prepared.y_val, val_outputs, labels, 1.0)}

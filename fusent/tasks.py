@@ -52,6 +52,24 @@ class Task:
     def format(self, metrics: dict[str, Any], title: str = "") -> str:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ what a predictor answers
+
+    def answer(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """What a prediction reports per row: calibrated probabilities ``[N, C]``, or the scores ``[N, 1]``."""
+        raise NotImplementedError
+
+    def rows(self, values: torch.Tensor, labels: Sequence[str]) -> list[dict[str, Any]]:
+        """One post's answer (a row of ``answer``) in a Hugging Face pipeline's shape, best first."""
+        raise NotImplementedError
+
+    def explained(self, outputs: torch.Tensor, top: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """``[N]``: what modality contributions explain: the probability of label ``top`` (``[N, 1]``), or the score."""
+        raise NotImplementedError
+
+    def combine(self, outputs: Sequence[torch.Tensor], temperatures: Sequence[float]) -> torch.Tensor:
+        """Several models' raw outputs -> an ensemble's, which every metric and decoder reads at temperature 1."""
+        raise NotImplementedError
+
 
 class Classification(Task):
     """Targets are label indices; the head outputs one logit per label; selection on validation macro-F1."""
@@ -96,6 +114,22 @@ class Classification(Task):
     def format(self, metrics: dict[str, Any], title: str = "") -> str:
         return format_metrics(metrics, title)
 
+    def answer(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return self.probabilities(outputs, temperature)
+
+    def rows(self, values: torch.Tensor, labels: Sequence[str]) -> list[dict[str, Any]]:
+        pairs = ({"label": label, "score": float(p)} for label, p in zip(labels, values, strict=True))
+        return sorted(pairs, key=lambda r: -r["score"])
+
+    def explained(self, outputs: torch.Tensor, top: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return self.probabilities(outputs, temperature).gather(1, top)[:, 0]
+
+    def combine(self, outputs: Sequence[torch.Tensor], temperatures: Sequence[float]) -> torch.Tensor:
+        """The log of the mean calibrated probabilities, softmax(logits / each model's temperature): its softmax
+        gives back those mean probabilities."""
+        probabilities = [self.probabilities(o, t) for o, t in zip(outputs, temperatures, strict=True)]
+        return torch.stack(probabilities).mean(0).clamp_min(1e-12).log()
+
 
 class Regression(Task):
     """Targets are float scores; the head has one output, read as the score; selection on validation MAE."""
@@ -127,6 +161,19 @@ class Regression(Task):
 
     def format(self, metrics: dict[str, Any], title: str = "") -> str:
         return format_regression_metrics(metrics, title)
+
+    def answer(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return outputs
+
+    def rows(self, values: torch.Tensor, labels: Sequence[str]) -> list[dict[str, Any]]:
+        return [{"score": float(values[0])}]
+
+    def explained(self, outputs: torch.Tensor, top: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return outputs[:, 0]
+
+    def combine(self, outputs: Sequence[torch.Tensor], temperatures: Sequence[float]) -> torch.Tensor:
+        """The mean score."""
+        return torch.stack(list(outputs)).mean(0)
 
 
 TASKS: dict[str, Task] = {"classification": Classification(), "regression": Regression()}
