@@ -25,7 +25,7 @@ from .fusion import head_arguments, head_uses_states
 from .fusion.tokens import patch_grid_applies, pool_patch_grid
 from .runs import mean_std
 from .stats import anova, holm, mcnemar_exact, paired_t, wilcoxon_signed_rank
-from .tasks import get_task
+from .tasks import Task, get_task
 from .threads import usable_cpus
 from .train_flow import Prepared, evaluate_prepared, fit
 from .training import TrainConfig, predict_logits
@@ -313,25 +313,48 @@ def summarise(
     val_score = {h: statistics.fmean(task.score(r.val) for r in rs) for h, rs in by_head.items()}
     order = sorted(by_head, key=lambda h: -val_score[h])
     best = order[0]
-    keys = [k for k, _ in TABLE_METRICS[task.name]]
+    warnings, reason = _warnings(by_head, cross_validated, part, split_info)
+    first = by_head[best][0]
+    return {
+        "task": task.name,
+        "part": part,
+        "no_test_reason": reason,
+        "replicate": "fold" if cross_validated else "seed",
+        "replicates": sorted({r.replicate for r in runs}),
+        "primary": primary,
+        "best": best,
+        "rows": [_head_row(head, by_head[head], task, labels) for head in order],
+        "pairs": _pairs(by_head, order, task, cross_validated),
+        "anova": {"metric": primary, **anova([[r.scored[primary] for r in by_head[h]] for h in order])},
+        "labels": labels,
+        "n_scored": sum(len(r.y) for r in by_head[best]) if cross_validated else len(first.y),
+        "per_sample_from": "every fold's test part (out-of-fold)" if cross_validated else f"seed {first.seed}",
+        "warnings": warnings,
+    }
 
-    rows = []
-    for head in order:
-        rs = by_head[head]
-        row: dict[str, Any] = {"head": head, "replicates": len(rs)}
-        row[f"val_{primary}"], row[f"val_{primary}_std"] = mean_std([r.val[primary] for r in rs])
-        for key in keys:
-            row[key], row[f"{key}_std"] = mean_std([r.scored.get(key, math.nan) for r in rs])
-        if task.name == "classification":
-            for label in labels:
-                row[f"f1_{label}"] = statistics.fmean(r.scored["per_class"][label]["f1"] for r in rs)
-        row["best_epoch"] = statistics.fmean(r.best_epoch for r in rs)
-        row["train_seconds"] = statistics.fmean(r.seconds for r in rs)
-        if rs[0].report:
-            row["learned"] = rs[0].report
-        rows.append(row)
 
-    pairs = []
+def _head_row(head: str, rs: list[HeadRun], task: Task, labels: list[str]) -> dict[str, Any]:
+    """One head's line of the table: validation score and scored-part metrics, mean and std over replicates."""
+    primary = task.monitor
+    row: dict[str, Any] = {"head": head, "replicates": len(rs)}
+    row[f"val_{primary}"], row[f"val_{primary}_std"] = mean_std([r.val[primary] for r in rs])
+    for key, _ in TABLE_METRICS[task.name]:
+        row[key], row[f"{key}_std"] = mean_std([r.scored.get(key, math.nan) for r in rs])
+    if task.name == "classification":
+        for label in labels:
+            row[f"f1_{label}"] = statistics.fmean(r.scored["per_class"][label]["f1"] for r in rs)
+    row["best_epoch"] = statistics.fmean(r.best_epoch for r in rs)
+    row["train_seconds"] = statistics.fmean(r.seconds for r in rs)
+    if rs[0].report:
+        row["learned"] = rs[0].report
+    return row
+
+
+def _pairs(
+    by_head: dict[str, list[HeadRun]], order: list[str], task: Task, cross_validated: bool
+) -> list[dict[str, Any]]:
+    """Every pair of heads: a paired t-test over replicates and a per-sample test, both Holm-corrected."""
+    primary, pairs = task.monitor, []
     for a, b in combinations(order, 2):
         ra = {r.replicate: r for r in by_head[a]}
         rb = {r.replicate: r for r in by_head[b]}
@@ -358,7 +381,13 @@ def summarise(
     for key in ("p_t", "p_sample"):
         for pair, adjusted in zip(pairs, holm([p[key] for p in pairs]), strict=True):
             pair[f"{key}_holm"] = adjusted
+    return pairs
 
+
+def _warnings(
+    by_head: dict[str, list[HeadRun]], cross_validated: bool, part: str, split_info: Mapping[str, Any] | None
+) -> tuple[list[str], str | None]:
+    """What a reader of the table must see: too few replicates for the tests, or validation figures only."""
     replicate = "fold" if cross_validated else "seed"
     n_rep = min(len(rs) for rs in by_head.values())
     warnings = []
@@ -375,20 +404,4 @@ def summarise(
             f"no test part ({reason}): the table reports VALIDATION figures, the same part that selected the epochs "
             "and the best head, so they are optimistic"
         )
-    first = by_head[best][0]
-    return {
-        "task": task.name,
-        "part": part,
-        "no_test_reason": reason,
-        "replicate": replicate,
-        "replicates": sorted({r.replicate for r in runs}),
-        "primary": primary,
-        "best": best,
-        "rows": rows,
-        "pairs": pairs,
-        "anova": {"metric": primary, **anova([[r.scored[primary] for r in by_head[h]] for h in order])},
-        "labels": labels,
-        "n_scored": sum(len(r.y) for r in by_head[best]) if cross_validated else len(first.y),
-        "per_sample_from": "every fold's test part (out-of-fold)" if cross_validated else f"seed {first.seed}",
-        "warnings": warnings,
-    }
+    return warnings, reason
