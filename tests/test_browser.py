@@ -201,8 +201,8 @@ def not_blank(png: Path) -> tuple[int, float]:
     import numpy as np
     from PIL import Image
 
-    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
-    colours = len(np.unique(pixels, axis=0))
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(np.int64)
+    colours = len(np.unique(pixels @ np.array([65536, 256, 1])))
     return colours, float((pixels.min(axis=1) < 235).mean())
 
 

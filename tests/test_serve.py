@@ -291,6 +291,8 @@ def test_docs_work_offline(client: TestClient):
             answer = client.get(urljoin(f"http://testserver{path}", url))
             assert answer.status_code == 200 and len(answer.content) > 100, url
     assert client.get("/openapi.json").status_code == 200
+    error(client.get("/docs-assets/nothing.js"), 404, "http_error")
+    assert client.get("/docs-assets/..%2F..%2Fconsts.py").status_code == 404  # nothing outside the asset folder
 
 
 def test_docs_without_the_assets_say_what_to_install(predictor: Predictor, monkeypatch):
@@ -352,3 +354,19 @@ def test_page_has_the_service_page_parts(client: TestClient):
     assert "http://" not in page and "https://" not in page and "//cdn" not in page
     for element in ("examples", "batch-files", "batch-table", "spinner", "card", "text-group", "audio-group"):
         assert f'id="{element}"' in page, element
+
+
+def test_model_card_of_a_real_train_run(prepared_tiny, tiny_mvsa, tmp_path: Path):
+    """The run folder `fusent train` writes, as it is: the card names the dataset and gives the test metrics."""
+    from fusent.options import TrainConfig
+    from fusent.runs import train_run
+
+    run = tmp_path / "run"
+    train_run(prepared_tiny, "native_cat", TrainConfig(epochs=1, batch_size=8), {}, run, progress=False, plots=False)
+    predictor = Predictor.from_pretrained(run / "checkpoint", use_cache=False, device="cpu")
+    with TestClient(create_app(predictor, checkpoint=run / "checkpoint")) as c:
+        card = c.get("/model-card").json()
+    assert card["dataset"] == tiny_mvsa.root.name and card["split"]["kind"] == "random"
+    assert card["test_metrics"]["n"] == prepared_tiny.split["n_test"] > 0
+    assert 0.0 <= card["test_metrics"]["accuracy"] <= 1.0 and card["best_epoch"] == 1
+    assert card["labels"] == predictor.labels and card["head"] == "native_cat"
