@@ -599,7 +599,6 @@ def create_app(
     )
     card_data = model_card(predictor.model.config, predictor.modalities, checkpoint)
     app.state.service = Service(predictor, settings, runner, card_data)
-    app.state.runner = runner
     app.state.docs_assets = _docs_assets()
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes, read_timeout=settings.body_timeout_s)
     app.add_exception_handler(ApiError, _on_api_error)

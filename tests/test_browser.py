@@ -64,14 +64,15 @@ def server(tmp_path_factory, tiny_models: TinyModels):
     yield from serving(Predictor.from_pretrained(ckpt, use_cache=False, device="cpu"))
 
 
-def serving(predictor: Predictor):
-    """uvicorn serving ``predictor`` in a thread until the module's tests are done."""
+def serving(predictor: Predictor, checkpoint: Path | None = None):
+    """uvicorn serving ``predictor`` (loaded from ``checkpoint``) in a thread until the module's tests are done."""
     pytest.importorskip("fastapi")
     uvicorn = pytest.importorskip("uvicorn")
     from fusent.serve import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(predictor), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(predictor, checkpoint=checkpoint)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -238,6 +239,19 @@ def test_service_page_examples_batch_card_and_screenshot(server, tmp_path: Path)
             assert "native_combine" in page.inner_text("#card") and "No test metrics" in page.inner_text("#card")
             assert page.is_hidden("#spinner")
 
+            wav = page.evaluate(
+                """async () => { const buf = await exampleWav(EXAMPLES[0]).arrayBuffer();
+                    let s = ""; new Uint8Array(buf).forEach((b) => { s += String.fromCharCode(b); });
+                    return btoa(s); }"""
+            )  # the example sound an audio model gets: a WAV the loaders read
+            import base64
+            import io
+
+            import soundfile
+
+            wave, rate = soundfile.read(io.BytesIO(base64.b64decode(wav)))
+            assert rate == 16_000 and len(wave) == 16_000 and 0.2 < abs(wave).max() < 0.3
+
             page.click("#examples button[data-example=happy]")
             page.wait_for_function("document.getElementById('image').files.length === 1")
             text, image = page.input_value("#text"), page_file(page, "#image")
@@ -287,8 +301,15 @@ def test_service_page_examples_batch_card_and_screenshot(server, tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def text_server(tmp_path_factory, tiny_models: TinyModels):
-    ckpt = make_checkpoint(tmp_path_factory.mktemp("browser_text_ckpt"), tiny_models, "native_cat", ("text",))
-    yield from serving(Predictor.from_pretrained(ckpt, use_cache=False, device="cpu"))
+    """A text-only model in a run folder whose metrics.json gives the card its dataset and test metrics."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("browser_text_ckpt")
+    ckpt = shutil.copytree(make_checkpoint(root, tiny_models, "native_cat", ("text",)), root / "run" / "checkpoint")
+    metrics = {"dataset": "tiny-tweets", "split": {"kind": "random", "n_train": 8, "n_val": 1, "n_test": 1}}
+    (root / "run" / "metrics.json").write_text(json.dumps({**metrics, "test": {"n": 1, "accuracy": 0.5}}))
+    yield from serving(Predictor.from_pretrained(ckpt, use_cache=False, device="cpu"), ckpt)
 
 
 def test_page_hides_inputs_a_text_model_does_not_read(text_server):
@@ -302,6 +323,10 @@ def test_page_hides_inputs_a_text_model_does_not_read(text_server):
             for group in ("#image-group", "#audio-group", "#video-group"):
                 assert page.is_hidden(group), group
             assert page.is_visible("#text-group") and "image, audio, video" in page.inner_text("#hidden-note")
+            card = page.inner_text("#card")
+            assert "tiny-tweets" in card and "8 train / 1 validation / 1 test" in card
+            cells = [c.inner_text() for c in page.query_selector_all("#card-metrics td")]
+            assert cells == ["n", "1", "accuracy", "0.5000"]
             page.click("#examples button[data-example=sad]")
             page.wait_for_function("document.getElementById('text').value.length > 0")
             page.click("#submit")
