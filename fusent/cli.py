@@ -1180,7 +1180,8 @@ def serve(
     tta: TtaOpt = False,
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
-    GET /metadata, a web page at /, OpenAPI docs at /docs. Needs the serve extra: pip install 'fusent[serve]'."""
+    GET /metadata, GET /model-card, a web page at /, OpenAPI docs at /docs (no CDN). Needs the serve extra:
+    pip install 'fusent[serve]'."""
     _setup(threads)
     try:
         from .serve import ServeSettings

@@ -89,6 +89,7 @@ def train_run(
     metrics = {
         "head": head,
         "task": task.name,
+        "dataset": prepared.bundle.name,  # the model card of `fusent serve` shows it
         "split": prepared.split,
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,

@@ -19,17 +19,21 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from . import __version__
+from .model_card import model_card
 from .predict import InputError, Prediction, Predictor
 
 log = logging.getLogger("fusent")
@@ -368,15 +372,217 @@ async def _post_from_form(request: Request, settings: ServeSettings) -> dict[str
 # ------------------------------------------------------------------------------------------------ the app
 
 
-def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app answering with ``predictor`` (which must have no feature cache)."""
+@dataclass
+class Service:
+    """What the handlers answer with, kept on ``app.state.service``: the handlers are module-level functions."""
+
+    predictor: Predictor
+    settings: ServeSettings
+    runner: Runner
+    card: dict[str, Any]
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _docs_assets() -> Path | None:
+    """The folder of Swagger UI and ReDoc files that ``fastapi-offline`` (the serve extra) installs: /docs then needs
+    no CDN, so it works on a machine with no internet. None when the package is missing."""
+    try:
+        import fastapi_offline
+    except ModuleNotFoundError:
+        return None
+    folder = Path(fastapi_offline.__file__).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc)
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _error(ApiError(422, "invalid_request", str(exc.errors())))
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(ApiError(exc.status_code, "http_error", str(exc.detail)), exc.headers)  # e.g. a 405's Allow
+
+
+async def _on_disconnect(request: Request, _: Exception) -> Response:
+    log.info("%s %s: the client left before its request was read", request.method, request.url.path)
+    return Response(status_code=_CLIENT_GONE)
+
+
+async def _answer(service: Service, posts: list[dict[str, Any]], batch: bool) -> list[Prediction]:
+    predictor = service.predictor
+    try:
+        if batch:
+            return await service.runner.run(lambda: predictor.predict_batch(posts))
+        return [await service.runner.run(lambda: predictor.predict(**posts[0]))]
+    except InputError as exc:
+        raise ApiError(_STATUS.get(exc.kind, 422), exc.kind, str(exc), exc.field) from None
+
+
+async def _read_json(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ApiError(422, "invalid_json", problems) from None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def predict(request: Request) -> dict[str, Any]:
+    """One post: multipart (``text`` field, ``image``, ``audio`` and ``video`` files; a form with text only may
+    be url-encoded) or JSON with base64 files."""
+    service = _service(request)
+    kind = _content_type(request)
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        post = await _post_from_form(request, service.settings)
+    elif kind == "application/json":
+        post = _post_from_json(await _read_json(request, PostJSON), service.settings)
+    else:
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data or application/json", None)
+    return (await _answer(service, [post], batch=False))[0].to_dict()
+
+
+async def predict_batch(request: Request) -> dict[str, Any]:
+    """Several posts as JSON ``{"posts": [{"text": ..., "image": base64}, ...]}``; answered in order."""
+    service = _service(request)
+    settings = service.settings
+    if _content_type(request) != "application/json":
+        raise ApiError(415, "unsupported_media_type", 'send application/json: {"posts": [...]}')
+    batch = await _read_json(request, BatchJSON)
+    if not batch.posts:
+        raise ApiError(422, "no_input", "posts is empty")
+    if len(batch.posts) > settings.max_batch:
+        raise ApiError(413, "batch_too_large", f"{len(batch.posts)} posts (limit {settings.max_batch})")
+    posts = [_post_from_json(p, settings, f"post {i}: ") for i, p in enumerate(batch.posts)]
+    return {"predictions": [p.to_dict() for p in await _answer(service, posts, batch=True)]}
+
+
+async def health(request: Request) -> dict[str, Any]:
+    return {"status": "ok", "waiting": _service(request).runner.waiting}
+
+
+async def metadata(request: Request) -> dict[str, Any]:
+    """What the model answers (labels), what it reads (modalities, encoders), how (fusion head), limits."""
+    service = _service(request)
+    predictor, config = service.predictor, service.predictor.model.config
+    return {
+        "labels": predictor.labels,
+        "modalities": predictor.modalities,
+        "encoders": {m: getattr(config, f"{m}_encoder", {}) for m in predictor.modalities},
+        "fusion_head": config.head,
+        "head_kwargs": config.head_kwargs,
+        "contribution_method": "learned_weights" if predictor.learned_weights else "masking",
+        "learned_weights": predictor.learned_weights,
+        "runtime": predictor.runtime,
+        "asr": predictor.asr,
+        "version": __version__,
+        "checkpoint_version": config.fusent_version,
+        "limits": {k: v for k, v in asdict(service.settings).items() if k != "workers"},
+    }
+
+
+async def card(request: Request) -> dict[str, Any]:
+    """The model card: dataset, task, labels, fusion head, encoders, split sizes and the held-out test metrics
+    (from the run folder's metrics.json; null when the checkpoint was copied without it)."""
+    return _service(request).card
+
+
+async def page(_: Request) -> HTMLResponse:
+    return HTMLResponse((resources.files("fusent") / "static" / "index.html").read_text(encoding="utf-8"))
+
+
+def _docs_missing() -> ApiError:
+    return ApiError(503, "docs_unavailable", "the API docs need fastapi-offline: pip install 'fusent[serve]'")
+
+
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI from the installed files, no CDN (the favicon too: a browser would fetch it)."""
+    if not request.app.state.docs_assets:
+        raise _docs_missing()
+    return get_swagger_ui_html(
+        openapi_url="openapi.json",  # relative: the page also works behind a path prefix
+        title="fusent - API docs",
+        swagger_js_url=f"{DOCS_ASSETS.lstrip('/')}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS.lstrip('/')}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS.lstrip('/')}/favicon.png",
+        oauth2_redirect_url=None,
+    )
+
+
+async def redoc(request: Request) -> HTMLResponse:
+    if not request.app.state.docs_assets:
+        raise _docs_missing()
+    return get_redoc_html(
+        openapi_url="openapi.json",
+        title="fusent - API reference",
+        redoc_js_url=f"{DOCS_ASSETS.lstrip('/')}/redoc.standalone.js",
+        redoc_favicon_url=f"{DOCS_ASSETS.lstrip('/')}/favicon.png",
+        with_google_fonts=False,
+    )
+
+
+def _request_body(content: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _add_routes(app: FastAPI) -> None:
+    json_post = {"application/json": {"schema": _inline_schema(PostJSON)}}
+    post_body = _request_body({"multipart/form-data": {"schema": _MULTIPART}, **json_post})
+    batch_body = _request_body({"application/json": {"schema": _inline_schema(BatchJSON)}})
+    app.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        openapi_extra=post_body,
+    )
+    app.add_api_route(
+        "/predict/batch",
+        predict_batch,
+        methods=["POST"],
+        response_model=BatchResponse,
+        responses=_ERRORS,
+        openapi_extra=batch_body,
+    )
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metadata", metadata, methods=["GET"])
+    app.add_api_route("/model-card", card, methods=["GET"])
+    app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    app.add_api_route("/docs", docs, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    assets = app.state.docs_assets
+    if assets:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+
+def create_app(
+    predictor: Predictor, settings: ServeSettings | None = None, checkpoint: str | Path | None = None
+) -> FastAPI:
+    """The FastAPI app answering with ``predictor`` (which must have no feature cache). ``checkpoint``: the folder
+    it was loaded from, for the model card's dataset and test metrics (its run folder's metrics.json)."""
     if predictor.cache is not None:
         raise ValueError("serve a Predictor without a feature cache (use_cache=False): requests would fill the disk")
     settings = settings or ServeSettings()
     predictor.max_image_pixels = settings.max_image_pixels
     predictor.max_video_seconds = settings.max_video_seconds
     runner = Runner(settings)
-    config = predictor.model.config
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -388,122 +594,18 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         title="fusent",
         version=__version__,
         description="Multimodal sentiment prediction: POST a post's text, image (and audio) to /predict.",
+        docs_url=None,  # served from installed files below, not from a CDN
+        redoc_url=None,
     )
-    app.state.runner = runner
+    card_data = model_card(predictor.model.config, predictor.modalities, checkpoint)
+    app.state.service = Service(predictor, settings, runner, card_data)
+    app.state.docs_assets = _docs_assets()
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes, read_timeout=settings.body_timeout_s)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(ApiError(422, "invalid_request", str(exc.errors())))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(ApiError(exc.status_code, "http_error", str(exc.detail)), exc.headers)  # e.g. a 405's Allow
-
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(request: Request, _: ClientDisconnect) -> Response:
-        log.info("%s %s: the client left before its request was read", request.method, request.url.path)
-        return Response(status_code=_CLIENT_GONE)
-
-    async def answer(posts: list[dict[str, Any]], batch: bool) -> list[Prediction]:
-        try:
-            if batch:
-                return await runner.run(lambda: predictor.predict_batch(posts))
-            return [await runner.run(lambda: predictor.predict(**posts[0]))]
-        except InputError as exc:
-            raise ApiError(_STATUS.get(exc.kind, 422), exc.kind, str(exc), exc.field) from None
-
-    async def read_json(request: Request, model: type[BaseModel]) -> Any:
-        try:
-            return model.model_validate_json(await request.body())
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise ApiError(422, "invalid_json", problems) from None
-
-    def content_type(request: Request) -> str:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-    @app.post(
-        "/predict",
-        response_model=PredictResponse,
-        responses=_ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {"schema": _MULTIPART},
-                    "application/json": {"schema": _inline_schema(PostJSON)},
-                },
-            }
-        },
-    )
-    async def predict(request: Request) -> dict[str, Any]:
-        """One post: multipart (``text`` field, ``image``, ``audio`` and ``video`` files; a form with text only may
-        be url-encoded) or JSON with base64 files."""
-        kind = content_type(request)
-        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            post = await _post_from_form(request, settings)
-        elif kind == "application/json":
-            post = _post_from_json(await read_json(request, PostJSON), settings)
-        else:
-            raise ApiError(415, "unsupported_media_type", "send multipart/form-data or application/json", None)
-        return (await answer([post], batch=False))[0].to_dict()
-
-    @app.post(
-        "/predict/batch",
-        response_model=BatchResponse,
-        responses=_ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _inline_schema(BatchJSON)}},
-            }
-        },
-    )
-    async def predict_batch(request: Request) -> dict[str, Any]:
-        """Several posts as JSON ``{"posts": [{"text": ..., "image": base64}, ...]}``; answered in order."""
-        if content_type(request) != "application/json":
-            raise ApiError(415, "unsupported_media_type", 'send application/json: {"posts": [...]}')
-        batch = await read_json(request, BatchJSON)
-        if not batch.posts:
-            raise ApiError(422, "no_input", "posts is empty")
-        if len(batch.posts) > settings.max_batch:
-            raise ApiError(413, "batch_too_large", f"{len(batch.posts)} posts (limit {settings.max_batch})")
-        posts = [_post_from_json(p, settings, f"post {i}: ") for i, p in enumerate(batch.posts)]
-        return {"predictions": [p.to_dict() for p in await answer(posts, batch=True)]}
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "waiting": runner.waiting}
-
-    @app.get("/metadata")
-    async def metadata() -> dict[str, Any]:
-        """What the model answers (labels), what it reads (modalities, encoders), how (fusion head), limits."""
-        return {
-            "labels": predictor.labels,
-            "modalities": predictor.modalities,
-            "encoders": {m: getattr(config, f"{m}_encoder", {}) for m in predictor.modalities},
-            "fusion_head": config.head,
-            "head_kwargs": config.head_kwargs,
-            "contribution_method": "learned_weights" if predictor.learned_weights else "masking",
-            "learned_weights": predictor.learned_weights,
-            "runtime": predictor.runtime,
-            "asr": predictor.asr,
-            "version": __version__,
-            "checkpoint_version": config.fusent_version,
-            "limits": {k: v for k, v in asdict(settings).items() if k != "workers"},
-        }
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse((resources.files("fusent") / "static" / "index.html").read_text(encoding="utf-8"))
-
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
+    _add_routes(app)
     return app
 
 
@@ -520,4 +622,4 @@ def serve(
 
     predictor = Predictor.from_pretrained(checkpoint, use_cache=False, **(predictor_options or {}))
     predictor.warm_up()
-    uvicorn.run(create_app(predictor, settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(predictor, settings, checkpoint), host=host, port=port, log_level=log_level)

@@ -269,3 +269,104 @@ def test_cli_serve_help_without_fastapi(monkeypatch):
     result = CliRunner().invoke(app, ["serve", "some/checkpoint"])
     assert result.exit_code == 2
     assert "pip install 'fusent[serve]'" in result.output
+
+
+# --------------------------------------------------------------------------------------------- docs and model card
+
+
+def test_docs_work_offline(client: TestClient):
+    """/docs and /redoc load Swagger UI / ReDoc from the installed fastapi-offline files: no URL leaves the host."""
+    import re
+    from urllib.parse import urljoin
+
+    pytest.importorskip("fastapi_offline")
+    for path, needed in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        page = client.get(path)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: *["']([^"']+)["']""", page.text)
+        urls = [u for pair in urls for u in pair if u]
+        assert any(u.endswith(needed) for u in urls), urls
+        assert not [u for u in urls if "//" in u], f"{path} loads from another host: {urls}"
+        for url in urls:
+            answer = client.get(urljoin(f"http://testserver{path}", url))
+            assert answer.status_code == 200 and len(answer.content) > 100, url
+    assert client.get("/openapi.json").status_code == 200
+    error(client.get("/docs-assets/nothing.js"), 404, "http_error")
+    assert client.get("/docs-assets/..%2F..%2Fconsts.py").status_code == 404  # nothing outside the asset folder
+
+
+def test_docs_without_the_assets_say_what_to_install(predictor: Predictor, monkeypatch):
+    import fusent.serve
+
+    monkeypatch.setattr(fusent.serve, "_docs_assets", lambda: None)
+    with TestClient(create_app(predictor)) as c:
+        error(c.get("/docs"), 503, "docs_unavailable", "pip install 'fusent[serve]'")
+        assert c.post("/predict", data={"text": "good"}).status_code == 200
+
+
+def test_model_card_without_a_run_folder(client: TestClient, predictor: Predictor):
+    card = client.get("/model-card").json()
+    assert card["labels"] == predictor.labels and card["head"] == "native_combine"
+    assert card["modalities"] == ["text", "image"] and set(card["encoders"]) == {"text", "image"}
+    assert card["encoders"]["text"]["name"].endswith("bert") and card["task"] == "classification"
+    assert card["dataset"] is None and card["test_metrics"] is None  # a checkpoint on its own: not guessed
+    assert "/model-card" in client.get("/openapi.json").json()["paths"]
+
+
+def test_model_card_reads_the_run_folder(tmp_path: Path, tiny_models: TinyModels):
+    """A checkpoint inside a `fusent train` run folder: the card gives the dataset, split sizes and test metrics;
+    the text-only model's card lists only text (the page hides the other inputs from it)."""
+    import json
+    import shutil
+
+    ckpt = make_checkpoint(tmp_path, tiny_models, "native_cat", ("text",))
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run / "checkpoint")
+    metrics = {
+        "dataset": "MVSA-Single",
+        "split": {"kind": "random", "n_train": 80, "n_val": 10, "n_test": 10, "seed": 13},
+        "best_epoch": 3,
+        "test": {"n": 10, "accuracy": 0.7, "f1_macro": 0.61, "roc_auc_macro": float("nan"), "per_class": {}},
+        "validation": {"n": 10, "accuracy": 0.8},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    predictor = Predictor.from_pretrained(run / "checkpoint", use_cache=False, device="cpu")
+    with TestClient(create_app(predictor, checkpoint=run / "checkpoint")) as c:
+        card = c.get("/model-card").json()
+    assert card["dataset"] == "MVSA-Single" and card["best_epoch"] == 3
+    assert card["test_metrics"] == {"n": 10, "accuracy": 0.7, "f1_macro": 0.61}  # NaN and tables left out
+    assert card["validation_metrics"] == {"n": 10, "accuracy": 0.8}
+    assert card["split"]["n_test"] == 10 and card["modalities"] == ["text"] and list(card["encoders"]) == ["text"]
+
+    (run / "metrics.json").write_text("{broken")  # a damaged report: no metrics, the service still starts
+    with TestClient(create_app(predictor, checkpoint=run / "checkpoint")) as c:
+        assert c.get("/model-card").json()["test_metrics"] is None
+    (run / "metrics.json").unlink()
+    shutil.copytree(run / "checkpoint", tmp_path / "elsewhere")
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))  # beside a copied checkpoint, not its run folder
+    with TestClient(create_app(predictor, checkpoint=tmp_path / "elsewhere")) as c:
+        assert c.get("/model-card").json()["dataset"] is None
+
+
+def test_page_has_the_service_page_parts(client: TestClient):
+    """The page is one self-contained file: no URL to another host; every part the browser test drives is there."""
+    page = client.get("/").text
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page
+    for element in ("examples", "batch-files", "batch-table", "spinner", "card", "text-group", "audio-group"):
+        assert f'id="{element}"' in page, element
+
+
+def test_model_card_of_a_real_train_run(prepared_tiny, tiny_mvsa, tmp_path: Path):
+    """The run folder `fusent train` writes, as it is: the card names the dataset and gives the test metrics."""
+    from fusent.options import TrainConfig
+    from fusent.runs import train_run
+
+    run = tmp_path / "run"
+    train_run(prepared_tiny, "native_cat", TrainConfig(epochs=1, batch_size=8), {}, run, progress=False, plots=False)
+    predictor = Predictor.from_pretrained(run / "checkpoint", use_cache=False, device="cpu")
+    with TestClient(create_app(predictor, checkpoint=run / "checkpoint")) as c:
+        card = c.get("/model-card").json()
+    assert card["dataset"] == tiny_mvsa.root.name and card["split"]["kind"] == "random"
+    assert card["test_metrics"]["n"] == prepared_tiny.split["n_test"] > 0
+    assert 0.0 <= card["test_metrics"]["accuracy"] <= 1.0 and card["best_epoch"] == 1
+    assert card["labels"] == predictor.labels and card["head"] == "native_cat"
