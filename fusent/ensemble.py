@@ -60,7 +60,7 @@ class EnsembleConfig:
     def head_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def _encoder(self, modality: str) -> dict[str, Any]:
+    def encoder_settings(self, modality: str) -> dict[str, Any]:
         """The members' encoder of ``modality``: the one config when they agree, else each member's."""
         configs = [m["encoders"][modality] for m in self.members if m["encoders"].get(modality)]
         if not configs or all(c == configs[0] for c in configs):
@@ -69,15 +69,15 @@ class EnsembleConfig:
 
     @property
     def text_encoder(self) -> dict[str, Any]:
-        return self._encoder("text")
+        return self.encoder_settings("text")
 
     @property
     def image_encoder(self) -> dict[str, Any]:
-        return self._encoder("image")
+        return self.encoder_settings("image")
 
     @property
     def audio_encoder(self) -> dict[str, Any]:
-        return self._encoder("audio")
+        return self.encoder_settings("audio")
 
 
 def is_ensemble(directory: str | Path) -> bool:

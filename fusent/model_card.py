@@ -70,6 +70,6 @@ def model_card(config: Any, modalities: list[str], checkpoint: str | Path | None
         "test_metrics": scalars(metrics.get("test")) or None,
         "validation_metrics": scalars(metrics.get("validation")) or None,
         "temperature": config.temperature,
-        "asr": config.asr,
+        "asr": getattr(config, "asr", None),  # an ensemble's members each record their own
         "trained_with": config.fusent_version,
     }

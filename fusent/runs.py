@@ -215,6 +215,7 @@ def seeds_run(
     metrics = {
         "head": head,
         "task": task.name,
+        "dataset": prepared.bundle.name,
         "ensemble_of_seeds": list(seeds),
         "split": prepared.split,
         "encode_seconds": prepared.encode_seconds,
