@@ -41,6 +41,7 @@ class ModelConfig:
     temperature: float = 1.0  # divides the logits before the softmax: fitted on validation (temperature scaling)
     video: dict[str, Any] = field(default_factory=dict)  # how clips become frames (data/video.py VideoSettings)
     asr: str = "off"  # transcripts of voice notes / soundtracks (fusent/asr.py AsrMode)
+    precision: str = "auto"  # options.Precision: autocast on a GPU (auto) or float32 everywhere (fp32)
 
     @property
     def finetune_text(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import distributed
+from .accel import set_precision
 from .calibration import fit_temperature
 from .cost import stage
 from .data import DatasetBundle, ProblemReport, Sample, load_dataset, split_labelled
@@ -38,7 +39,11 @@ log = logging.getLogger("fusent")
 
 @stage("encode")  # loading the encoders' weights is part of what encoding costs
 def build_encoders(
-    text: dict[str, Any], image: dict[str, Any], device: str | None = None, audio: dict[str, Any] | None = None
+    text: dict[str, Any],
+    image: dict[str, Any],
+    device: str | None = None,
+    audio: dict[str, Any] | None = None,
+    precision: str = "auto",
 ) -> tuple[dict[str, Encoder | None], TextEncoder | None]:
     """Frozen encoders by modality, plus the text encoder itself when it is fine-tuned inside the model
     (then ``encoders["text"]`` is None: text is encoded at train time, not cached)."""
@@ -53,6 +58,7 @@ def build_encoders(
         encoders["audio"] = create_audio_encoder(**audio, device=device)
     if not encoders:
         raise ValueError("no modality left: give a text, image or audio model")
+    set_precision(encoders, precision)  # on a GPU frozen encoders run under autocast (fusent/accel.py)
     return encoders, (text_encoder if text_encoder is not None and text_encoder.finetune_layers > 0 else None)
 
 
@@ -226,7 +232,7 @@ def encode_splits(
     to_predict = media_inputs(to_predict, settings, cache_dir, bundle.report, progress)
     settings = settings.for_dataset([*samples, *to_predict], bundle.report)
     encoders, text_encoder = build_encoders(
-        settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
+        settings.text_config(), settings.image_config(), settings.device, settings.audio_config(), settings.precision
     )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
@@ -317,6 +323,7 @@ def fit(
         training={**asdict(train_config), "split": prepared.split},
         video=prepared.settings.video_config(),
         asr=prepared.settings.asr,
+        precision=prepared.settings.precision,
     )
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None

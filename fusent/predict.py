@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .accel import autocast
 from .data import ImageLoadError, ProblemReport, Sample, load_image
 from .data.audio import SAMPLE_RATE
 from .data.images import MAX_IMAGE_PIXELS
@@ -26,6 +27,7 @@ from .encoders.base import pick_device
 from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
 from .features import FeatureCache, FeatureTable, ModalityBatch, build_features
 from .model import FusentModel
+from .options import Precision, choice
 from .pipeline import build_encoders
 from .tasks import get_task
 from .training import predict_logits
@@ -123,12 +125,15 @@ class Predictor:
         quantize_text: bool = False,
         onnx: bool = False,
         asr: str | None = None,
+        precision: str | None = None,
     ):
         """``quantize_text``: int8 dynamic quantisation of a frozen text encoder; ``onnx``: the EfficientNet-Lite
         image encoder through ONNX Runtime. Both are CPU speed options that change the scores slightly. ``asr``
-        overrides the checkpoint's transcript mode (off / fill / append)."""
+        overrides the checkpoint's transcript mode (off / fill / append), ``precision`` its precision (auto / fp32)."""
         self.model = model.to(pick_device(device)).eval()
         cfg = model.config
+        if precision is not None:
+            cfg.precision = choice(Precision, precision, "precision").value
         self.modalities = [m for m in MODALITIES if m in model.head.uses]
         text = {}
         if "text" in self.modalities and cfg.text_encoder and not cfg.finetune_text:
@@ -136,7 +141,8 @@ class Predictor:
         image = cfg.image_encoder if "image" in self.modalities and cfg.image_encoder else {}
         audio = cfg.audio_encoder if "audio" in self.modalities and cfg.audio_encoder else {}
         if text or image or audio:
-            self.encoders, _ = build_encoders(text or {"name": "none"}, image or {"name": "none"}, device, audio)
+            none = {"name": "none"}
+            self.encoders, _ = build_encoders(text or none, image or none, device, audio, cfg.precision)
         else:  # a fine-tuned text-only model encodes its text itself
             self.encoders = {}
         if cfg.finetune_text and "text" in self.modalities:
@@ -173,11 +179,13 @@ class Predictor:
         onnx: bool = False,
         cache_posts: bool = False,
         asr: str | None = None,
+        precision: str | None = None,
     ) -> Predictor:
         """``use_cache``: datasets (``predict_samples``, ``outputs``) go through the on-disk feature cache (False for
         serving); single posts and calls only with ``cache_posts=True``, or every request would add files."""
         model = FusentModel.from_pretrained(checkpoint, device=device)
-        predictor = cls(model, FeatureCache(cache_dir) if use_cache else None, device, quantize_text, onnx, asr)
+        cache = FeatureCache(cache_dir) if use_cache else None
+        predictor = cls(model, cache, device, quantize_text, onnx, asr, precision)
         predictor.cache_posts = cache_posts and use_cache
         return predictor
 
@@ -406,10 +414,11 @@ class Predictor:
         table = self.features(samples, report, progress=False, cache=self.cache_posts)
         self._check_decoded(samples, table, report)
         model, index = self.model, torch.arange(len(samples))
-        inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
-        outputs = model.head(inputs).cpu()
-        present = {m: inputs[m].present.cpu() for m in self.modalities}
-        contributions, method = self._contributions(inputs, outputs, present)
+        with autocast(model.device, model.config.precision):  # float32 on a CPU; bf16 / fp16 on a GPU
+            inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
+            outputs = model.head(inputs).float().cpu()
+            present = {m: inputs[m].present.cpu() for m in self.modalities}
+            contributions, method = self._contributions(inputs, outputs, present)
         out = []
         for i in range(len(samples)):
             if self.task.name == "regression":
@@ -463,5 +472,5 @@ class Predictor:
                 out[m] = torch.zeros(len(outputs))
                 continue
             masked = {**inputs, m: dataclasses.replace(inputs[m], present=torch.zeros_like(inputs[m].present))}
-            out[m] = decision - self._decision(self.model.head(masked).cpu(), top)
+            out[m] = decision - self._decision(self.model.head(masked).float().cpu(), top)
         return out, "masking"

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed, resume
+from .accel import MixedPrecision, autocast, to_device
 from .features import FeatureTable, ModalityBatch
 from .losses import info_nce, make_loss
 from .model import FusentModel
@@ -139,8 +140,9 @@ def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 25
     model.eval()
     order = torch.sort(padded_lengths(model, table), stable=True).indices  # similar lengths together: less padding
     out = torch.zeros(len(table), model.config.num_outputs)
-    for index in order.split(batch_size):
-        out[index] = model(_to(table.batch(index), model.device), _texts(table, index)).float().cpu()
+    with autocast(model.device, model.config.precision):  # float32 on a CPU; bf16 / fp16 on a GPU (fusent/accel.py)
+        for index in order.split(batch_size):
+            out[index] = model(_to(table.batch(index), model.device), _texts(table, index)).float().cpu()
     return out
 
 
@@ -209,6 +211,7 @@ def train_model(
         optimizer, lr_factor(config.schedule, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
     )
     device = model.device
+    amp = MixedPrecision(device, model.config.precision)  # autocast (+ loss scaling in fp16) on a GPU; off on a CPU
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
     gen = torch.Generator().manual_seed(config.seed)  # the batch order: the same on every rank
@@ -250,16 +253,16 @@ def train_model(
         batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
         for index in distributed.shard(batches):
             inputs = _to(_drop_modalities(train.batch(index), config.modality_dropout, batch_gen), device)
-            texts, target = _texts(train, index), y_train[index].to(device)
+            texts, target = _texts(train, index), to_device(y_train[index], device)
             if config.contrastive_weight > 0:
-                loss = joint_loss(model, inputs, texts, target, loss_fn, config, batch_gen)
+                loss = amp.run(joint_loss, model, inputs, texts, target, loss_fn, config, batch_gen)
             else:
                 inputs = model.augment(inputs, batch_gen) if config.augment else inputs
-                loss = model.loss(inputs, texts, target, loss_fn)  # on logits
+                loss = amp.run(model.loss, inputs, texts, target, loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            amp.backward(loss)
             distributed.average_gradients(params)
-            optimizer.step()
+            amp.step(optimizer)
             scheduler.step()
             total, seen = total + loss.item() * len(index), seen + len(index)
         total, seen = distributed.sum_over_ranks(total, seen)
