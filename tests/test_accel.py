@@ -255,7 +255,8 @@ def test_cuda_autocast_and_pinned_copies():  # pragma: no cover - needs a GPU
         with accel.autocast("cuda", "fp32") as inner:  # an explicit float32 region inside mixed precision
             assert inner is None and layer(torch.ones(1, 4, device="cuda")).dtype == torch.float32
     assert used == dtype and out.dtype == dtype
-    assert accel.to_device(out, "cuda") is out or accel.to_device(out, "cuda").device == out.device
+    assert accel.to_device(out, "cuda") is out  # already there: no pinned round trip
+    assert accel.loader_options("cuda") == {"pin_memory": True}
 
 
 @needs_gpu
