@@ -1,12 +1,14 @@
 """Encode throughput, a fine-tuning epoch and predict latency on the CPU and, when CUDA is available, on the GPU
-(issue 15, item 5; the GPU path is a skeleton: see fusent/accel.py).
+(issue 15, item 5; the GPU path is fusent/accel.py, ``--precision auto``).
 
-* encode: the packaged MiniLM on 256 short texts and EfficientNet-Lite2 on 64 synthetic images, samples/s (on the GPU
-  under ``fusent.accel.autocast``: bf16, or fp16 where bf16 is missing);
+* encode: the packaged MiniLM on 256 short texts and EfficientNet-Lite2 on 64 synthetic images, samples/s, through
+  ``fusent.accel.encode_frozen`` as the feature cache encodes (on the GPU under autocast: bf16, or fp16 where bf16
+  is missing);
 * fine-tuning epoch: the last two MiniLM layers + a linear classifier, 256 texts in batches of 32, AdamW, seconds
-  (a plain loop, not fusent's trainer; autocast + grad scaling on the GPU);
+  (a plain loop, not fusent's trainer, with the trainer's ``accel.MixedPrecision``: autocast, + loss scaling in fp16);
 * predict latency: ``Predictor.predict(text=, image=)`` on a random ``native_combine`` checkpoint over the packaged
-  encoders, p50 / p95 ms over 30 calls (fp32: the Predictor is not autocast yet).
+  encoders, p50 / p95 ms over 30 calls (the Predictor autocasts on the GPU);
+* peak GPU memory: ``torch.cuda.max_memory_allocated`` over the device's three measurements, MiB ("-" on the CPU).
 
 Runs offline (the encoders come from PyPI packages); without a GPU it prints the CPU rows and says the GPU was not
 found.
@@ -51,14 +53,17 @@ def synchronise(device: str) -> None:
 def encode_rate(encoder, items: list, device: str, batch: int) -> float:
     import torch
 
-    from fusent.accel import autocast
+    from fusent.accel import encode_frozen
 
-    with torch.inference_mode(), autocast(device):
-        encoder.encode(items[:batch])  # warm-up
+    def encode(chunk: list) -> None:
+        encode_frozen(encoder, lambda enc, values: enc.encode(values), chunk)
+
+    with torch.inference_mode():
+        encode(items[:batch])  # warm-up
         synchronise(device)
         start = time.perf_counter()
         for i in range(0, len(items), batch):
-            encoder.encode(items[i : i + batch])
+            encode(items[i : i + batch])
         synchronise(device)
     return len(items) / (time.perf_counter() - start)
 
@@ -66,26 +71,28 @@ def encode_rate(encoder, items: list, device: str, batch: int) -> float:
 def finetune_epoch(device: str) -> float:
     import torch
 
-    from fusent.accel import autocast, needs_grad_scaler
+    from fusent.accel import MixedPrecision
     from fusent.encoders import DEFAULT_TEXT_MODEL, TextEncoder
 
     encoder = TextEncoder(DEFAULT_TEXT_MODEL, finetune_layers=2, device=device)
     head = torch.nn.Linear(encoder.dim, 3).to(device)
     params = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=2e-5)
-    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device))
+    amp = MixedPrecision(device)
+
+    def loss_of(batch: dict, target):
+        _, pooled = encoder(batch["input_ids"], batch["attention_mask"])
+        return torch.nn.functional.cross_entropy(head(pooled.float()), target)
+
     data, labels = texts(256), torch.arange(256) % 3
     synchronise(device)
     start = time.perf_counter()
     for i in range(0, len(data), 32):
         batch = {k: v.to(device) for k, v in encoder.tokenize(data[i : i + 32]).items()}
-        with autocast(device):
-            _, pooled = encoder(batch["input_ids"], batch["attention_mask"])
-            loss = torch.nn.functional.cross_entropy(head(pooled.float()), labels[i : i + 32].to(device))
+        loss = amp.run(loss_of, batch, labels[i : i + 32].to(device))
         optimiser.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
+        amp.backward(loss)
+        amp.step(optimiser)
     synchronise(device)
     return time.perf_counter() - start
 
@@ -137,13 +144,15 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     threads = configure_threads(args.threads)
-    print("| device | precision | texts/s | images/s | fine-tune epoch s | predict p50 / p95 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| device | precision | texts/s | images/s | fine-tune epoch s | predict p50 / p95 ms | peak GPU MiB |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="fusent-gpu-") as tmp:
         for device in args.devices.split(","):
             if device == "cuda" and not torch.cuda.is_available():
-                print(f"| cuda | - | no GPU found: skipped ({threads} CPU threads above) | | | |")
+                print(f"| cuda | - | no GPU found: skipped ({threads} CPU threads above) | | | | |")
                 continue
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats(device)
             dtype = amp_dtype(device)
             text_rate = encode_rate(TextEncoder(DEFAULT_TEXT_MODEL, device=device), texts(256), device, 32)
             image_rate = encode_rate(create_image_encoder(device=device), images(64), device, 32)
@@ -151,7 +160,8 @@ def main() -> None:
             p50, p95 = predict_latency(device, Path(tmp))
             precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
             rates = f"{text_rate:.0f} | {image_rate:.1f}"
-            print(f"| {device} | {precision} | {rates} | {epoch:.1f} | {p50:.1f} / {p95:.1f} |", flush=True)
+            peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if device.startswith("cuda") else "-"
+            print(f"| {device} | {precision} | {rates} | {epoch:.1f} | {p50:.1f} / {p95:.1f} | {peak} |", flush=True)
 
 
 if __name__ == "__main__":

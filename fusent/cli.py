@@ -39,6 +39,7 @@ from .options import (
     OptimizerName,
     OptionError,
     OutputFormat,
+    Precision,
     ScheduleName,
     TextPooling,
     TrainConfig,
@@ -388,6 +389,7 @@ _SHARED_OPTIONS = [
     _opt("limit", int | None, None, "Use only the first N labelled and N unlabelled samples."),
     _opt("cache_dir", Path | None, None, "Feature cache folder (default: $FUSENT_CACHE or ~/.cache/fusent)."),
     _opt("device", Device | None, None, "cpu | cuda | mps (default: cuda if available)."),
+    _opt("precision", Precision, Precision.AUTO, "auto (bf16 / fp16 autocast on a GPU, float32 on a CPU) | fp32."),
     inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, annotation=ThreadsOpt, default=None),
 ]
 
@@ -428,6 +430,7 @@ def _configs(
         video_frames=o["video_frames"],
         asr=AsrMode(o["asr"]).value,
         finetune_image_layers=o["finetune_image_layers"],
+        precision=o["precision"],
     )
     _require_packs(settings)
     fields = TrainConfig.__dataclass_fields__
@@ -845,7 +848,7 @@ def tune(
     study_dir = study_dir or Path("runs") / f"{data.stem}-{head}-tune"
     keep_states = head_uses_states(head)
     encodings = Encodings(lambda s: _prepare(data, options, s, quiet, keep_states=keep_states))
-    ignored = ("cache_dir", "device")  # where and how, not what: a study may resume on another device
+    ignored = ("cache_dir", "device", "precision")  # where and how, not what: a study may resume on another device
     fixed = {"data": str(data.resolve()), "head": head, "seed": seed, "search": list(names)}
     fixed.update({k: v for k, v in options.items() if k not in ignored})
     defaults = {p.name: p.default for p in _SHARED_OPTIONS}
@@ -1178,6 +1181,7 @@ def serve(
     onnx: OnnxOpt = False,
     device: Annotated[Device | None, typer.Option(help="cpu | cuda | mps (default: cuda if available).")] = None,
     tta: TtaOpt = False,
+    precision: Annotated[Precision | None, typer.Option(help="auto | fp32 (default: the checkpoint's).")] = None,
 ) -> None:
     """Serve a checkpoint over HTTP: POST /predict (multipart or JSON), POST /predict/batch, GET /health,
     GET /metadata, GET /model-card, a web page at /, OpenAPI docs at /docs (no CDN). Needs the serve extra:
@@ -1200,7 +1204,13 @@ def serve(
         workers=workers,
         max_queue=max_queue,
     )
-    options = {"device": check_device(device), "quantize_text": quantize_text, "onnx": onnx, "tta": tta}
+    options = {
+        "device": check_device(device),
+        "quantize_text": quantize_text,
+        "onnx": onnx,
+        "tta": tta,
+        "precision": precision,
+    }
     run_server(str(checkpoint), host, port, settings, options)
 
 

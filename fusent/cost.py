@@ -25,6 +25,7 @@ class Costs:
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
+        reset_peak_gpu()  # the peak of this recording, not of GPU work the process did before it
         self.seconds: dict[str, float] = {}
         self._stack: list[tuple[str, float]] = []
 
@@ -115,6 +116,14 @@ def peak_gpu_mb() -> float | None:
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
     return max(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count())) / 2**20
+
+
+def reset_peak_gpu() -> None:
+    """Restart the CUDA peak-memory counters, where CUDA is in use (never initialises it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        for device in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(device)
 
 
 def format_costs(summary: dict[str, Any]) -> str:

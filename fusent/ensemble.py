@@ -233,6 +233,7 @@ class EnsemblePredictor(Predictor):
         quantize_text: bool = False,
         onnx: bool = False,
         asr: str | None = None,
+        precision: str | None = None,
         *,
         tta: bool = False,
     ) -> EnsemblePredictor:
@@ -247,6 +248,7 @@ class EnsemblePredictor(Predictor):
                 quantize_text,
                 onnx,
                 asr,
+                precision,
                 tta=tta,
                 shared_encoders=shared,
             )

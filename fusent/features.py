@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
+from .accel import encode_frozen
 from .atomic import atomic_target, atomic_write
 from .cost import stage
 from .data.audio import load_audio
@@ -361,7 +362,7 @@ def encode_modality(
             _report_findings(report, samples[i].id, found.problems, found.notes)
             loaded.append((i, digest, found))
         if loaded:
-            out_states, out_pooled = encode_items(encoder, [found.value for _, _, found in loaded])
+            out_states, out_pooled = encode_frozen(encoder, encode_items, [found.value for _, _, found in loaded])
             for (i, digest, found), s, p in zip(loaded, out_states, out_pooled, strict=True):
                 if cache is not None:
                     cache.put(key, digest, s, p, found.problems, found.notes)

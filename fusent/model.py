@@ -13,6 +13,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import __version__
+from .accel import autocast
 from .atomic import atomic_target, atomic_write
 from .data.records import TaskName
 from .encoders.base import TrainableEncoder, create_trainable, pick_device
@@ -41,6 +42,7 @@ class ModelConfig:
     temperature: float = 1.0  # divides the logits before the softmax: fitted on validation (temperature scaling)
     video: dict[str, Any] = field(default_factory=dict)  # how clips become frames (data/video.py VideoSettings)
     asr: str = "off"  # transcripts of voice notes / soundtracks (fusent/asr.py AsrMode)
+    precision: str = "auto"  # options.Precision: autocast on a GPU (auto) or float32 everywhere (fp32)
 
     @property
     def finetune_text(self) -> bool:
@@ -199,6 +201,7 @@ def predict_logits(model: FusentModel, table: FeatureTable, batch_size: int = 25
     model.eval()
     order = torch.sort(padded_lengths(model, table), stable=True).indices  # similar lengths together: less padding
     out = torch.zeros(len(table), model.config.num_outputs)
-    for index in order.split(batch_size):
-        out[index] = model(move_batch(table.batch(index), model.device), batch_texts(table, index)).float().cpu()
+    with autocast(model.device, model.config.precision):  # float32 on a CPU; bf16 / fp16 on a GPU (fusent/accel.py)
+        for index in order.split(batch_size):
+            out[index] = model(move_batch(table.batch(index), model.device), batch_texts(table, index)).float().cpu()
     return out

@@ -84,6 +84,14 @@ class Device(StrEnum):
     MPS = "mps"
 
 
+class Precision(StrEnum):
+    """auto: mixed precision on a GPU (bf16, or fp16 with loss scaling where bf16 is missing), float32 on a CPU;
+    fp32: float32 everywhere (the reference numbers; slower on a GPU)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+
+
 class OutputFormat(StrEnum):
     CSV = "csv"
     JSONL = "jsonl"
@@ -198,8 +206,10 @@ class EncoderSettings:
     audio_seconds: float | None = DEFAULT_AUDIO_SECONDS  # clips cropped to this many seconds (None: whole clip)
     video_frames: int = DEFAULT_VIDEO_FRAMES  # frames sampled per video clip, pooled over time
     asr: str = "off"  # transcripts of voice notes / soundtracks: off | fill (posts without text) | append
+    precision: str = "auto"  # auto: bf16/fp16 autocast on a GPU, float32 on a CPU; fp32: float32 everywhere
 
     def __post_init__(self) -> None:
+        self.precision = choice(Precision, self.precision, "precision").value
         self.text_pooling = choice(TextPooling, self.text_pooling, "text_pooling")
         _check_range(self, "video_frames", 1)
         self.asr = choice(AsrMode, self.asr, "asr").value

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .accel import autocast
 from .data import ImageLoadError, ProblemReport, Sample, load_image
 from .data.audio import SAMPLE_RATE
 from .data.images import MAX_IMAGE_PIXELS
@@ -30,6 +31,7 @@ from .encoders.image import MirroredImages
 from .encoders.runtime import Int8TextEncoder, OnnxImageEncoder
 from .features import FeatureCache, FeatureTable, ModalityBatch, ModalityFeatures, encode_modality
 from .model import FusentModel, predict_logits
+from .options import Precision, choice
 from .tasks import get_task
 
 
@@ -120,18 +122,19 @@ def frozen_encoder(
     quantize_text: bool = False,
     onnx: bool = False,
     shared: dict[str, Encoder] | None = None,
+    precision: str = "auto",
 ) -> Encoder:
     """The frozen encoder a checkpoint names for ``modality`` (with the CPU speed option that applies to it), taken
     from ``shared`` when an earlier model built the same one: ensemble members on one encoder load it once."""
     quantize, onnx = quantize_text and modality == "text", onnx and modality == "image"
-    key = json.dumps([modality, config, str(device), quantize, onnx], sort_keys=True, default=str)
+    key = json.dumps([modality, config, str(device), quantize, onnx, precision], sort_keys=True, default=str)
     if shared is not None and key in shared:
         return shared[key]
     none = {"name": "none"}
     configs = {"text": none, "image": none, "audio": None, modality: config}
     if modality == "text":
         configs["text"] = {**config, "finetune_layers": 0}
-    encoder = build_encoders(configs["text"], configs["image"], device, configs["audio"])[0][modality]
+    encoder = build_encoders(configs["text"], configs["image"], device, configs["audio"], precision)[0][modality]
     assert encoder is not None
     if quantize:
         encoder = Int8TextEncoder(encoder)
@@ -208,17 +211,21 @@ class Predictor:
         quantize_text: bool = False,
         onnx: bool = False,
         asr: str | None = None,
+        precision: str | None = None,
         *,
         tta: bool = False,
         shared_encoders: dict[str, Encoder] | None = None,
     ):
         """``quantize_text``: int8 dynamic quantisation of a frozen text encoder; ``onnx``: the EfficientNet-Lite
         image encoder through ONNX Runtime. Both are CPU speed options that change the scores slightly. ``asr``
-        overrides the checkpoint's transcript mode (off / fill / append). ``tta``: test-time augmentation, the
-        logits of each post averaged with those of its horizontally mirrored image. ``shared_encoders``: frozen
-        encoders by configuration, filled and reused across predictors (ensembles)."""
+        overrides the checkpoint's transcript mode (off / fill / append), ``precision`` its precision (auto / fp32).
+        ``tta``: test-time augmentation, the logits of each post averaged with those of its horizontally mirrored
+        image. ``shared_encoders``: frozen encoders by configuration, filled and reused across predictors
+        (ensembles)."""
         self.model = model.to(pick_device(device)).eval()
         cfg = model.config
+        if precision is not None:
+            cfg.precision = choice(Precision, precision, "precision").value
         self.modalities = [m for m in MODALITIES if m in model.head.uses]
         self.encoders: dict[str, Encoder | None] = {}
         for m in self.modalities:
@@ -228,7 +235,7 @@ class Predictor:
                 self.encoders[m] = model.encoders[m]
             elif cfg.encoder_settings(m):
                 self.encoders[m] = frozen_encoder(
-                    m, cfg.encoder_settings(m), device, quantize_text, onnx, shared_encoders
+                    m, cfg.encoder_settings(m), device, quantize_text, onnx, shared_encoders, cfg.precision
                 )
         if onnx and self.encoders.get("image") is not None and not isinstance(self.encoders["image"], OnnxImageEncoder):
             raise ValueError(
@@ -264,6 +271,7 @@ class Predictor:
         onnx: bool = False,
         cache_posts: bool = False,
         asr: str | None = None,
+        precision: str | None = None,
         *,
         tta: bool = False,
     ) -> Predictor:
@@ -274,10 +282,12 @@ class Predictor:
 
         cache = FeatureCache(cache_dir) if use_cache else None
         if is_ensemble(checkpoint):
-            predictor: Predictor = EnsemblePredictor.load(checkpoint, cache, device, quantize_text, onnx, asr, tta=tta)
+            predictor: Predictor = EnsemblePredictor.load(
+                checkpoint, cache, device, quantize_text, onnx, asr, precision, tta=tta
+            )
         else:
             model = FusentModel.from_pretrained(checkpoint, device=device)
-            predictor = cls(model, cache, device, quantize_text, onnx, asr, tta=tta)
+            predictor = cls(model, cache, device, quantize_text, onnx, asr, precision, tta=tta)
         predictor.cache_posts = cache_posts and use_cache
         return predictor
 
@@ -548,10 +558,11 @@ class Predictor:
         model, index = self.model, torch.arange(len(memo.ids))
         outputs, contributions = [], []
         for table in tables:
-            inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
-            outputs.append(model.head(inputs).cpu())
-            present = {m: inputs[m].present.cpu() for m in self.modalities}
-            shares, method = self._contributions(inputs, outputs[-1], present)
+            with autocast(model.device, model.config.precision):  # float32 on a CPU; bf16 / fp16 on a GPU
+                inputs = model.encode({m: b.to(model.device) for m, b in table.batch(index).items()}, table.texts)
+                outputs.append(model.head(inputs).float().cpu())
+                present = {m: inputs[m].present.cpu() for m in self.modalities}
+                shares, method = self._contributions(inputs, outputs[-1], present)
             contributions.append(shares)
         mean = torch.stack(outputs).mean(0)
         values = self.task.answer(mean, model.config.temperature)
@@ -575,5 +586,7 @@ class Predictor:
                 out[m] = torch.zeros(len(outputs))
                 continue
             masked = {**inputs, m: dataclasses.replace(inputs[m], present=torch.zeros_like(inputs[m].present))}
-            out[m] = decision - self.task.explained(self.model.head(masked).cpu(), top, self.model.config.temperature)
+            out[m] = decision - self.task.explained(
+                self.model.head(masked).float().cpu(), top, self.model.config.temperature
+            )
         return out, "masking"

@@ -195,7 +195,7 @@ def encode_splits(
     to_predict = media_inputs(to_predict, settings, cache_dir, bundle.report, progress)
     settings = settings.for_dataset([*samples, *to_predict], bundle.report)
     encoders, text_encoder = build_encoders(
-        settings.text_config(), settings.image_config(), settings.device, settings.audio_config()
+        settings.text_config(), settings.image_config(), settings.device, settings.audio_config(), settings.precision
     )
     cache = FeatureCache(cache_dir)
     start = time.perf_counter()
@@ -286,6 +286,7 @@ def fit(
         training={**asdict(train_config), "split": prepared.split},
         video=prepared.settings.video_config(),
         asr=prepared.settings.asr,
+        precision=prepared.settings.precision,
     )
     # a private copy: fine-tuning changes the encoder in place, and ``prepared`` must stay reusable across heads
     text_encoder = copy.deepcopy(prepared.text_encoder) if prepared.text_encoder is not None else None

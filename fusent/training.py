@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed, resume
+from .accel import MixedPrecision, to_device
 from .features import FeatureTable, ModalityBatch
 from .losses import info_nce, make_loss
 from .model import FusentModel, batch_texts, move_batch, padded_lengths, predict_logits
@@ -184,6 +185,7 @@ def train_model(
         optimizer, lr_factor(config.schedule, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
     )
     device = model.device
+    amp = MixedPrecision(device, model.config.precision)  # autocast (+ loss scaling in fp16) on a GPU; off on a CPU
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
     loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
     gen = torch.Generator().manual_seed(config.seed)  # the batch order: the same on every rank
@@ -225,16 +227,16 @@ def train_model(
         batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
         for index in distributed.shard(batches):
             inputs = move_batch(_drop_modalities(train.batch(index), config.modality_dropout, batch_gen), device)
-            texts, target = batch_texts(train, index), y_train[index].to(device)
+            texts, target = batch_texts(train, index), to_device(y_train[index], device)
             if config.contrastive_weight > 0:
-                loss = joint_loss(model, inputs, texts, target, loss_fn, config, batch_gen)
+                loss = amp.run(joint_loss, model, inputs, texts, target, loss_fn, config, batch_gen)
             else:
                 inputs = model.augment(inputs, batch_gen, config.augment)
-                loss = model.loss(inputs, texts, target, loss_fn)  # on logits
+                loss = amp.run(model.loss, inputs, texts, target, loss_fn)  # on logits
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            amp.backward(loss)
             distributed.average_gradients(params)
-            optimizer.step()
+            amp.step(optimizer)
             scheduler.step()
             total, seen = total + loss.item() * len(index), seen + len(index)
         total, seen = distributed.sum_over_ranks(total, seen)

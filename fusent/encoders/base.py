@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..accel import cache_key_fields, to_device
+
 
 @dataclass
 class ModalityBatch:
@@ -29,7 +31,7 @@ class ModalityBatch:
     present: torch.Tensor  # [B] bool, False = modality missing for that sample
 
     def to(self, device: torch.device | str) -> ModalityBatch:
-        return ModalityBatch(*(t.to(device) for t in (self.states, self.mask, self.pooled, self.present)))
+        return ModalityBatch(*(to_device(t, device) for t in (self.states, self.mask, self.pooled, self.present)))
 
 
 class Encoder(ABC):
@@ -38,6 +40,7 @@ class Encoder(ABC):
     modality: str
     dim: int
     trainable = False  # True: ``encode`` only preprocesses; the network runs (and learns) inside the model
+    precision = "auto"  # options.Precision: a frozen encoder on a GPU encodes under autocast (see fusent/accel.py)
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -47,7 +50,8 @@ class Encoder(ABC):
     def encode(self, items: list[Any]) -> tuple[list[torch.Tensor], torch.Tensor]: ...
 
     def cache_key(self) -> str:
-        blob = json.dumps({"modality": self.modality, **self.settings(), "weights": self.fingerprint()}, sort_keys=True)
+        fields = {"modality": self.modality, **self.settings(), **cache_key_fields(self), "weights": self.fingerprint()}
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def fingerprint(self) -> str:

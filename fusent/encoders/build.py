@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..accel import set_precision
 from ..cost import stage
 from .audio import create_audio_encoder
 from .base import Encoder
@@ -14,7 +15,11 @@ from .text import TextEncoder
 
 @stage("encode")  # loading the encoders' weights is part of what encoding costs
 def build_encoders(
-    text: dict[str, Any], image: dict[str, Any], device: str | None = None, audio: dict[str, Any] | None = None
+    text: dict[str, Any],
+    image: dict[str, Any],
+    device: str | None = None,
+    audio: dict[str, Any] | None = None,
+    precision: str = "auto",
 ) -> tuple[dict[str, Encoder | None], TextEncoder | None]:
     """Frozen encoders by modality, plus the text encoder itself when it is fine-tuned inside the model
     (then ``encoders["text"]`` is None: text is encoded at train time, not cached)."""
@@ -29,6 +34,7 @@ def build_encoders(
         encoders["audio"] = create_audio_encoder(**audio, device=device)
     if not encoders:
         raise ValueError("no modality left: give a text, image or audio model")
+    set_precision(encoders, precision)  # on a GPU frozen encoders run under autocast (fusent/accel.py)
     return encoders, (text_encoder if text_encoder is not None and text_encoder.finetune_layers > 0 else None)
 
 
