@@ -145,6 +145,105 @@ def lr_factor(schedule: ScheduleName, warmup_steps: float, total_steps: int) -> 
     return factor
 
 
+def param_groups(model: FusentModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the head at ``lr`` (its scaled parameters at their multiple, without weight
+    decay), fine-tuned text layers at ``text_lr``, trainable encoders at the rate their ``lr_field`` names (networks
+    trained from scratch at the head's, fine-tuned image layers at ``image_lr``)."""
+    named, scaled = dict(model.head.named_parameters()), model.head.lr_scale
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in named.items() if p.requires_grad and n not in scaled], "lr": config.lr}
+    ]
+    groups += [{"params": [named[n]], "lr": config.lr * k, "weight_decay": 0.0} for n, k in scaled.items()]
+    if model.text_encoder is not None:
+        text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
+        groups.append({"params": text_params, "lr": config.text_lr})
+    for encoder in model.encoders.values():
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": getattr(config, encoder.lr_field)})
+    return groups
+
+
+@dataclass
+class Progress:
+    """Where early stopping stands after ``epoch``: saved in the resumable state (same keys) and restored from it."""
+
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stale: int = 0
+    stopped: bool = False
+    epoch: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        return cls(**{k: state[k] for k in cls.__dataclass_fields__})
+
+    def record(self, epoch: int, score: float, metrics: dict[str, Any], model: nn.Module, patience: int) -> None:
+        """One epoch's validation result: keep the weights when it is the best so far, else count a stale epoch."""
+        self.epoch = epoch
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.best_metrics, self.stale = score, epoch, metrics, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.stale += 1
+        self.stopped = self.stale >= patience
+
+
+@dataclass
+class Step:
+    """What one optimisation step needs, fixed for the whole run."""
+
+    model: FusentModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    amp: MixedPrecision
+    loss_fn: Callable[..., torch.Tensor]
+    config: TrainConfig
+    params: list[nn.Parameter]
+
+    def epoch(self, train: FeatureTable, y_train: torch.Tensor, batches: list[torch.Tensor], gen: torch.Generator):
+        """Train on this rank's share of ``batches``; the mean training loss over every rank."""
+        model, config, device = self.model, self.config, self.model.device
+        model.train()  # includes a fine-tuned text encoder (a submodule)
+        total, seen = 0.0, 0
+        for index in distributed.shard(batches):
+            inputs = move_batch(_drop_modalities(train.batch(index), config.modality_dropout, gen), device)
+            texts, target = batch_texts(train, index), to_device(y_train[index], device)
+            if config.contrastive_weight > 0:
+                loss = self.amp.run(joint_loss, model, inputs, texts, target, self.loss_fn, config, gen)
+            else:
+                inputs = model.augment(inputs, gen, config.augment)
+                loss = self.amp.run(model.loss, inputs, texts, target, self.loss_fn)  # on logits
+            self.optimizer.zero_grad(set_to_none=True)
+            self.amp.backward(loss)
+            distributed.average_gradients(self.params)
+            self.amp.step(self.optimizer)
+            self.scheduler.step()
+            total, seen = total + loss.item() * len(index), seen + len(index)
+        total, seen = distributed.sum_over_ranks(total, seen)
+        return total / seen
+
+
+def _resume(state_file: str | Path | None, config: TrainConfig, step: Step, gen, batch_gen) -> Progress:
+    """Weights, optimizer, schedule, random streams and early-stopping state of the interrupted run."""
+    if state_file is None:
+        raise ValueError("resuming needs the state file of the run to continue")
+    state = resume.load(Path(state_file), config)
+    try:
+        step.model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # another head, head argument or encoder than the interrupted run
+        raise ValueError(f"{state_file} holds another model ({exc}); resume with the same options") from exc
+    step.optimizer.load_state_dict(state["optimizer"])
+    step.scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["gen"])
+    resume.set_rng_state(state["rng"][distributed.rank()], batch_gen)
+    return Progress.from_state(state)
+
+
 def train_model(
     model: FusentModel,
     train: FeatureTable,
@@ -167,112 +266,54 @@ def train_model(
     set_seed(config.seed)
     labels, task = model.config.labels, get_task(model.config.task)
     start_time = time.perf_counter()
-    named, scaled = dict(model.head.named_parameters()), model.head.lr_scale
-    groups: list[dict[str, Any]] = [
-        {"params": [p for n, p in named.items() if p.requires_grad and n not in scaled], "lr": config.lr}
-    ]
-    groups += [{"params": [named[n]], "lr": config.lr * k, "weight_decay": 0.0} for n, k in scaled.items()]
-    if model.text_encoder is not None:
-        text_params = [p for p in model.text_encoder.parameters() if p.requires_grad]
-        groups.append({"params": text_params, "lr": config.text_lr})
-    for encoder in model.encoders.values():  # from scratch at the head's rate; fine-tuned layers at their own
-        params = [p for p in encoder.parameters() if p.requires_grad]
-        if params:
-            groups.append({"params": params, "lr": getattr(config, encoder.lr_field)})
+    groups = param_groups(model, config)
     optimizer = make_optimizer(groups, config)
     steps_per_epoch = math.ceil(math.ceil(len(train) / config.batch_size) / distributed.world_size())  # per rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.schedule, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
     )
-    device = model.device
-    amp = MixedPrecision(device, model.config.precision)  # autocast (+ loss scaling in fp16) on a GPU; off on a CPU
     weights = class_weight_vector(y_train, len(labels), config.class_weights)
-    loss_fn = make_loss(config.loss, None if weights is None else weights.to(device), config.focal_gamma, task.name)
+    loss_fn = make_loss(
+        config.loss, None if weights is None else weights.to(model.device), config.focal_gamma, task.name
+    )
+    amp = MixedPrecision(model.device, model.config.precision)  # autocast (+ fp16 loss scaling) on a GPU; off on CPU
+    step = Step(model, optimizer, scheduler, amp, loss_fn, config, [p for g in groups for p in g["params"]])
     gen = torch.Generator().manual_seed(config.seed)  # the batch order: the same on every rank
     # per-batch randomness (modality dropout, augmentation): one stream per rank, consumed by its own batches
-    world, rank = distributed.world_size(), distributed.rank()
-    batch_gen = gen if world == 1 else torch.Generator().manual_seed(config.seed + rank)
+    batch_gen = (
+        gen if distributed.world_size() == 1 else torch.Generator().manual_seed(config.seed + distributed.rank())
+    )
     distributed.broadcast_parameters(model)
     lengths = padded_lengths(model, train)
     # only models that read token sequences get length-sorted batches: a pooled head trains the same whether or
     # not the table also holds states
     bucketed = (model.head.uses_states and train.has_states) or model.text_encoder is not None
 
-    params = [p for group in groups for p in group["params"]]
-
-    best_score, best_epoch, best_state, best_metrics, history, stale = -float("inf"), 0, None, {}, [], 0
-    first, stopped, seconds_before = 1, False, 0.0
-    if resume_from:
-        if state_file is None:
-            raise ValueError("resuming needs the state file of the run to continue")
-        state = resume.load(Path(state_file), config)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:  # another head, head argument or encoder than the interrupted run
-            raise ValueError(f"{state_file} holds another model ({exc}); resume with the same options") from exc
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["gen"])
-        resume.set_rng_state(state["rng"][rank], batch_gen)
-        best_score, best_epoch, best_state, best_metrics = (
-            state[k] for k in ("best_score", "best_epoch", "best_state", "best_metrics")
-        )
-        history, stale, stopped = state["history"], state["stale"], state["stopped"]
-        first, seconds_before = state["epoch"] + 1, state["seconds"]
-    epochs = range(first, config.epochs + 1) if not stopped else range(0)
+    state = _resume(state_file, config, step, gen, batch_gen) if resume_from else Progress()
+    seconds_before = state.seconds
+    epochs = range(state.epoch + 1, config.epochs + 1) if not state.stopped else range(0)
     bar = tqdm(epochs, desc=f"training {model.config.head}", unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()  # includes a fine-tuned text encoder (a submodule)
-        order, total, seen = torch.randperm(len(train), generator=gen), 0.0, 0
+        order = torch.randperm(len(train), generator=gen)
         batches = length_buckets(order, lengths, config.batch_size, gen) if bucketed else order.split(config.batch_size)
-        for index in distributed.shard(batches):
-            inputs = move_batch(_drop_modalities(train.batch(index), config.modality_dropout, batch_gen), device)
-            texts, target = batch_texts(train, index), to_device(y_train[index], device)
-            if config.contrastive_weight > 0:
-                loss = amp.run(joint_loss, model, inputs, texts, target, loss_fn, config, batch_gen)
-            else:
-                inputs = model.augment(inputs, batch_gen, config.augment)
-                loss = amp.run(model.loss, inputs, texts, target, loss_fn)  # on logits
-            optimizer.zero_grad(set_to_none=True)
-            amp.backward(loss)
-            distributed.average_gradients(params)
-            amp.step(optimizer)
-            scheduler.step()
-            total, seen = total + loss.item() * len(index), seen + len(index)
-        total, seen = distributed.sum_over_ranks(total, seen)
+        loss = step.epoch(train, y_train, batches, batch_gen)
         metrics = task.metrics(y_val, predict_logits(model, val), labels)  # the same on every rank: same weights
-        history.append({"epoch": epoch, "train_loss": total / seen, **task.headline(metrics)})
-        bar.set_postfix(loss=f"{total / seen:.3f}", **{f"val_{task.monitor}": f"{metrics[task.monitor]:.3f}"})
-        if task.score(metrics) > best_score:
-            best_score, best_epoch, best_metrics, stale = task.score(metrics), epoch, metrics, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-        stopped = stale >= config.patience
+        state.history.append({"epoch": epoch, "train_loss": loss, **task.headline(metrics)})
+        bar.set_postfix(loss=f"{loss:.3f}", **{f"val_{task.monitor}": f"{metrics[task.monitor]:.3f}"})
+        state.record(epoch, task.score(metrics), metrics, model, config.patience)
+        state.seconds = seconds_before + time.perf_counter() - start_time
         if state_file is not None:
-            state = {
-                "config": asdict(config),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "gen": gen.get_state(),
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "best_state": best_state,
-                "best_metrics": best_metrics,
-                "history": history,
-                "stale": stale,
-                "stopped": stopped,
-                "seconds": seconds_before + time.perf_counter() - start_time,
-            }
-            resume.save(Path(state_file), state, batch_gen)
+            saved = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            saved.update(scheduler=scheduler.state_dict(), gen=gen.get_state(), **vars(state))
+            resume.save(Path(state_file), saved, batch_gen)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if stopped:
+        if state.stopped:
             break
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     model.eval()
-    return TrainResult(best_epoch, best_metrics, history, seconds_before + time.perf_counter() - start_time)
+    return TrainResult(
+        state.best_epoch, state.best_metrics, state.history, seconds_before + time.perf_counter() - start_time
+    )
