@@ -710,9 +710,9 @@ def compare(
     regression data: MAE, Corr, Acc-2, Acc-7), Holm's correction, and a one-way ANOVA (F, df, p)."""
     started = time.perf_counter()
     _setup(options["threads"])
-    from .compare import default_workers, run_compare, run_compare_cv, states_by_grid, summarise
+    from .compare import summarise
     from .compare_report import write_report
-    from .fusion import available_heads, head_fits, head_uses_states
+    from .fusion import available_heads
     from .provenance import provenance
 
     names = available_heads(aliases=False) if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
@@ -729,39 +729,8 @@ def compare(
     patience = COMPARE_PATIENCE if options["patience"] is None else options["patience"]
     settings, config, head_kwargs = _configs(options, names, patience=patience)  # head args checked before encoding
     out = out or Path("runs") / f"{data.stem}-compare"
-    if cv:
-        folds = _prepare_folds(data, options, settings, quiet, keep_states=False)
-        first = folds[0]
-    else:
-        first = _prepare(data, options, settings, quiet, keep_states=False, unlabelled=False)
-    if heads == "all":  # e.g. audio_only on text+image data: every head that can read these modalities
-        names = [h for h in names if head_fits(h, first.dims)]
-        head_kwargs = {h: head_kwargs[h] for h in names}
-    needs_states = any(head_uses_states(h) for h in names)
-    workers = workers or default_workers(settings.device)
-    what = f"{cv} folds" if cv else f"{seeds} seeds"
-    typer.echo(
-        f"comparing {len(names)} heads x {what} on {len(first.train)} train / {len(first.val)} validation / "
-        f"{len(first.test or [])} test samples{' per fold' if cv else ''}, {workers} runs at a time",
-        err=True,
-    )
-    if cv:
-        states = _prepare_folds(data, options, settings, quiet, keep_states=True) if needs_states else None
-        # pooled per patch grid here, so the full patch maps are freed before training starts
-        by_grid = None if states is None else [states_by_grid(f, names, head_kwargs) for f in states]
-        del states
-        runs = run_compare_cv(
-            folds, by_grid, names, config, head_kwargs, not quiet, workers, calibrate=options["calibrate"]
-        )
-        split = [f.parts for f in folds if f.parts is not None]
-    else:
-        states = _prepare(data, options, settings, quiet, True, unlabelled=False) if needs_states else None
-        by_grid = None if states is None else states_by_grid(states, names, head_kwargs)
-        del states
-        runs = run_compare(
-            first, by_grid, names, list(range(seeds)), config, head_kwargs, not quiet, workers, options["calibrate"]
-        )
-        split = first.parts
+    first, runs, split, workers = _compare_runs(data, options, settings, config, names, heads == "all", head_kwargs,
+                                                seeds, workers, quiet)  # fmt: skip
     bundle = first.bundle
     summary = summarise(runs, bundle.labels, bundle.task, first.split)
     for warning in summary["warnings"]:
@@ -788,6 +757,58 @@ def compare(
     typer.echo(f"wall time {record['wall_seconds']:.0f}s; wrote: " + ", ".join(str(p) for p in paths))
     if "cost" in record:
         typer.echo(cost.format_costs(record["cost"]))
+
+
+def _compare_runs(
+    data: Path,
+    options: dict[str, Any],
+    settings: EncoderSettings,
+    config: TrainConfig,
+    names: list[str],
+    every_head: bool,
+    head_kwargs: dict[str, dict[str, Any]],
+    seeds: int,
+    workers: int | None,
+    quiet: bool,
+) -> tuple[Any, list[Any], Any, int]:
+    """Encode (once; states only when a head reads them) and train every head x seed (or fold): the first prepared
+    split, the runs, the split to record and the number of runs trained at once."""
+    from .compare import default_workers, run_compare, run_compare_cv, states_by_grid
+    from .fusion import head_fits, head_uses_states
+
+    cv = options["cv"]
+    if cv:
+        folds = _prepare_folds(data, options, settings, quiet, keep_states=False)
+        first = folds[0]
+    else:
+        first = _prepare(data, options, settings, quiet, keep_states=False, unlabelled=False)
+    if every_head:  # e.g. audio_only on text+image data: every head that can read these modalities
+        names = [h for h in names if head_fits(h, first.dims)]
+        head_kwargs = {h: head_kwargs[h] for h in names}
+    needs_states = any(head_uses_states(h) for h in names)
+    workers = workers or default_workers(settings.device)
+    what = f"{cv} folds" if cv else f"{seeds} seeds"
+    typer.echo(
+        f"comparing {len(names)} heads x {what} on {len(first.train)} train / {len(first.val)} validation / "
+        f"{len(first.test or [])} test samples{' per fold' if cv else ''}, {workers} runs at a time",
+        err=True,
+    )
+    if cv:
+        states = _prepare_folds(data, options, settings, quiet, keep_states=True) if needs_states else None
+        # pooled per patch grid here, so the full patch maps are freed before training starts
+        by_grid = None if states is None else [states_by_grid(f, names, head_kwargs) for f in states]
+        del states
+        runs = run_compare_cv(
+            folds, by_grid, names, config, head_kwargs, not quiet, workers, calibrate=options["calibrate"]
+        )
+        return first, runs, [f.parts for f in folds if f.parts is not None], workers
+    states = _prepare(data, options, settings, quiet, True, unlabelled=False) if needs_states else None
+    grid = None if states is None else states_by_grid(states, names, head_kwargs)
+    del states
+    runs = run_compare(
+        first, grid, names, list(range(seeds)), config, head_kwargs, not quiet, workers, options["calibrate"]
+    )
+    return first, runs, first.parts, workers
 
 
 @app.command()
