@@ -121,17 +121,7 @@ def build_ensemble(sources: list[str | Path], out: str | Path, *, force: bool = 
     (written aside and moved into place: a failure never leaves half a folder). ``force`` replaces an existing
     ``out``."""
     out = Path(out)
-    if len(sources) < 2:
-        raise EnsembleError("an ensemble needs at least two checkpoints")
-    checkpoints = [resolve_checkpoint(s) for s in sources]
-    seen: dict[Path, Path] = {}
-    for source, checkpoint in zip(sources, checkpoints, strict=True):
-        real = checkpoint.resolve()
-        if real in seen:
-            raise EnsembleError(f"{source} is the same checkpoint as {seen[real]}: give each member once")
-        seen[real] = Path(source)
-        if out.resolve() == real or out.resolve() in real.parents:
-            raise EnsembleError(f"--out {out} would hold or replace the member {source}: write the ensemble elsewhere")
+    checkpoints = _checkpoints(sources, out)
     configs = [_member_config(c) for c in checkpoints]
     first = configs[0]
     for source, config in zip(sources[1:], configs[1:], strict=True):
@@ -144,16 +134,9 @@ def build_ensemble(sources: list[str | Path], out: str | Path, *, force: bool = 
                 f"{source} predicts labels {config.labels} but {sources[0]} predicts {first.labels}: members share the "
                 "label list (train them on the same data and label set)"
             )
-    splits = [c / SPLIT_NAME for c in checkpoints]
-    if all(p.is_file() for p in splits):
-        shared = all(p.read_bytes() == splits[0].read_bytes() for p in splits[1:])
-    else:  # checkpoints from before split files: the same recorded seeded draw, or not
-        shared = not any(p.is_file() for p in splits) and all(
-            c.training.get("split") == first.training.get("split") for c in configs[1:]
-        )
+    shared = _shared_split(checkpoints, configs)
     if out.exists() and any(out.iterdir()) and not force:
         raise EnsembleError(f"{out} exists and is not empty: choose another --out, or pass --force to replace it")
-
     config = EnsembleConfig(
         ensemble=[f"{MEMBERS_DIR}/{k}" for k in range(len(checkpoints))],
         labels=first.labels,
@@ -172,6 +155,39 @@ def build_ensemble(sources: list[str | Path], out: str | Path, *, force: bool = 
         training={"split": first.training.get("split", {})} if shared else {},
         combine="mean of scores" if first.task == "regression" else "mean of calibrated probabilities",
     )
+    _write(out, config, checkpoints)
+    return out, config
+
+
+def _checkpoints(sources: list[str | Path], out: Path) -> list[Path]:
+    """The members' checkpoint folders: at least two, each once, none inside ``out``."""
+    if len(sources) < 2:
+        raise EnsembleError("an ensemble needs at least two checkpoints")
+    checkpoints = [resolve_checkpoint(s) for s in sources]
+    seen: dict[Path, Path] = {}
+    for source, checkpoint in zip(sources, checkpoints, strict=True):
+        real = checkpoint.resolve()
+        if real in seen:
+            raise EnsembleError(f"{source} is the same checkpoint as {seen[real]}: give each member once")
+        seen[real] = Path(source)
+        if out.resolve() == real or out.resolve() in real.parents:
+            raise EnsembleError(f"--out {out} would hold or replace the member {source}: write the ensemble elsewhere")
+    return checkpoints
+
+
+def _shared_split(checkpoints: list[Path], configs: list[ModelConfig]) -> bool:
+    """Whether every member was trained on one split: the same split.csv, or (checkpoints from before split files)
+    the same recorded seeded draw."""
+    splits = [c / SPLIT_NAME for c in checkpoints]
+    if all(p.is_file() for p in splits):
+        return all(p.read_bytes() == splits[0].read_bytes() for p in splits[1:])
+    first = configs[0].training.get("split")
+    return not any(p.is_file() for p in splits) and all(c.training.get("split") == first for c in configs[1:])
+
+
+def _write(out: Path, config: EnsembleConfig, checkpoints: list[Path]) -> None:
+    """The folder: each member copied under ``members/k``, the shared split beside the config; written aside and
+    renamed into place."""
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -180,15 +196,14 @@ def build_ensemble(sources: list[str | Path], out: str | Path, *, force: bool = 
             for file in (CONFIG_NAME, WEIGHTS_NAME, SPLIT_NAME):
                 if (checkpoint / file).is_file():
                     shutil.copy2(checkpoint / file, tmp / name / file)
-        if shared and splits[0].is_file():
-            shutil.copy2(splits[0], tmp / SPLIT_NAME)
+        if config.shared_split and (checkpoints[0] / SPLIT_NAME).is_file():
+            shutil.copy2(checkpoints[0] / SPLIT_NAME, tmp / SPLIT_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out, config
 
 
 def read_config(directory: str | Path) -> EnsembleConfig:
