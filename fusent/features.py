@@ -349,18 +349,8 @@ def encode_modality(
         todo.append((i, digest, item))
     bar = tqdm(total=len(todo), desc=f"encoding {modality}", unit="sample", disable=not (todo and progress))
     for start in range(0, len(todo), batch_size):
-        chunk, loaded = todo[start : start + batch_size], []
-        for i, digest, item in chunk:
-            try:
-                with stage("decode"):
-                    found = load_item(modality, item, encoder)
-            except LoadError as exc:
-                report.add(exc.kind, samples[i].id, str(exc))
-                if cache is not None:
-                    cache.put_error(key, digest, exc)
-                continue
-            _report_findings(report, samples[i].id, found.problems, found.notes)
-            loaded.append((i, digest, found))
+        chunk = todo[start : start + batch_size]
+        loaded = _decode_chunk(chunk, samples, encoder, cache, key, report)
         if loaded:
             out_states, out_pooled = encode_frozen(encoder, encode_items, [found.value for _, _, found in loaded])
             for (i, digest, found), s, p in zip(loaded, out_states, out_pooled, strict=True):
@@ -375,6 +365,31 @@ def encode_modality(
         for i in rows:
             take(i, cache.get(key, digest, states=keep_states) if cache is not None else None)
     return ModalityFeatures(states if keep_states else None, pooled, encoder.dim)
+
+
+def _decode_chunk(
+    chunk: list[tuple[int, str, Any]],
+    samples: Sequence[Sample],
+    encoder: Encoder,
+    cache: FeatureCache | None,
+    key: str,
+    report: ProblemReport,
+) -> list[tuple[int, str, Decoded[Any]]]:
+    """Decode the raw items of ``chunk`` (sample index, content digest, item); a failure is reported and cached, so
+    the same broken file is not decoded again."""
+    loaded = []
+    for i, digest, item in chunk:
+        try:
+            with stage("decode"):
+                found = load_item(encoder.modality, item, encoder)
+        except LoadError as exc:
+            report.add(exc.kind, samples[i].id, str(exc))
+            if cache is not None:
+                cache.put_error(key, digest, exc)
+            continue
+        _report_findings(report, samples[i].id, found.problems, found.notes)
+        loaded.append((i, digest, found))
+    return loaded
 
 
 @stage("encode")

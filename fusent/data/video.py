@@ -293,30 +293,8 @@ def read_frames(source: VideoSource, settings: VideoSettings = VideoSettings()) 
     av = _av()
     out: Decoded[Frames] = Decoded(Frames([], []))
     with source.open() as container:
-        if not container.streams.video:
-            raise VideoLoadError("no_video_stream", "the file has no video stream", source.name)
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        if ctx.width * ctx.height > settings.max_pixels:
-            raise VideoLoadError(
-                "too_large_video",
-                f"video is {ctx.width}x{ctx.height} pixels (limit {settings.max_pixels:,} a frame)",
-                source.name,
-            )
-        stream.thread_type = "AUTO"  # frame + slice threads; FFmpeg's frames in flight grow with their number
-        stream.codec_context.thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
+        stream, start, duration = _video_span(container, settings, source.name, out.notes)
         tb = stream.time_base
-        start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
-        duration = _duration(container, stream)
-        if duration is None:
-            duration = _last_time(container, stream, settings.max_seconds)
-            container.seek(0)
-            if duration is None:
-                raise VideoLoadError("empty_video", "the video stream has no frames", source.name)
-            out.notes.append("video_duration_scanned")
-        if duration > settings.max_seconds:
-            out.notes.append("video_truncated")
-            duration = settings.max_seconds
         targets = frame_targets(max(duration, 0.0), settings.frames)
         images: list[Image.Image] = []
         times: list[float] = []
@@ -369,6 +347,34 @@ def read_frames(source: VideoSource, settings: VideoSettings = VideoSettings()) 
         times.append(times[-1])
     out.value = Frames(images, times)
     return out
+
+
+def _video_span(container: Any, settings: VideoSettings, name: str, notes: list[str]) -> tuple[Any, float, float]:
+    """The clip's video stream (checked against the frame-size limit, decoding threads set), its start time and the
+    seconds to sample from (its duration, scanned when the header lacks it, capped at ``max_seconds``)."""
+    if not container.streams.video:
+        raise VideoLoadError("no_video_stream", "the file has no video stream", name)
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx.width * ctx.height > settings.max_pixels:
+        raise VideoLoadError(
+            "too_large_video", f"video is {ctx.width}x{ctx.height} pixels (limit {settings.max_pixels:,} a frame)", name
+        )
+    stream.thread_type = "AUTO"  # frame + slice threads; FFmpeg's frames in flight grow with their number
+    stream.codec_context.thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
+    tb = stream.time_base
+    start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+    duration = _duration(container, stream)
+    if duration is None:
+        duration = _last_time(container, stream, settings.max_seconds)
+        container.seek(0)
+        if duration is None:
+            raise VideoLoadError("empty_video", "the video stream has no frames", name)
+        notes.append("video_duration_scanned")
+    if duration > settings.max_seconds:
+        notes.append("video_truncated")
+        duration = settings.max_seconds
+    return stream, start, duration
 
 
 def _to_image(frame: Any, settings: VideoSettings, name: str) -> Image.Image:
