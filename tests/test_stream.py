@@ -227,3 +227,19 @@ def test_manifest_scorer_on_engine_batches_matches_fusent_predict(checkpoint: Pa
     written = read_rows(out)
     assert written[0] == ["id", "label", "score"] and len(written) == len(rows)  # header + every row with an id
     assert {r[0]: r[1] for r in written[1:] if r[0] in same} == {i: expected[i] for i in same}
+
+
+
+def test_a_streamed_csv_row_over_the_field_limit_is_reported_not_raised(checkpoint: Path, tmp_path: Path):
+    """Issue 14 item 4 on the streaming path: a cell over the csv module's 128 KB limit is a reported row (file and
+    line); the rows around it are predicted."""
+    manifest = tmp_path / "long.csv"
+    manifest.write_text(f"id,text,label\n1,good day,\n2,{'w' * 200_000},\n3,bad day,\n", encoding="utf-8")
+    report = ProblemReport()
+    batches = list(manifest_batches(manifest, LABELS, report, batch_size=8))
+    assert [s.id for b in batches for s in b.samples] == ["1", "3"] and report.counts["bad_row"] == 1
+    assert any("long.csv:3" in m and "131,072" in m for m in report.messages)
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", checkpoint, "--data", manifest, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert [row[0] for row in read_rows(out)] == ["id", "1", "3"] and "bad_row" in result.output

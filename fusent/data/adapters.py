@@ -297,7 +297,7 @@ def iter_manifest_records(path: str | Path, report: ProblemReport, chunk_rows: i
     if suffix == ".parquet":
         records = _parquet_records(path, chunk_rows)
     elif suffix == ".csv":
-        records = csv_dicts(path)
+        records = csv_dicts(path, report)
     else:
         records = _jsonl_records(path, report)
     for i, rec in enumerate(records):
