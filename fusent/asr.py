@@ -172,7 +172,7 @@ def transcribe_samples(
                 report.note("asr_cached")
                 continue
         try:
-            wave = load_item("audio", item).value
+            wave = load_item("audio", item, transcriber).value  # decoded only as far as it listens
         except LoadError:
             out[i] = dataclasses.replace(sample, transcript="")  # nothing heard; not tried again
             report.note("asr_unreadable_audio")

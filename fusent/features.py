@@ -106,9 +106,9 @@ _LOADERS: dict[str, Callable[[Any, Encoder], Decoded[Any]]] = {
 }
 
 
-def load_item(modality: str, item: Any, encoder: Encoder | None = None) -> Decoded[Any]:
+def load_item(modality: str, item: Any, encoder: Any = None) -> Decoded[Any]:
     """Decode one raw item: a clip's frames or soundtrack decode themselves (``data/video.py``), anything else goes
-    through the modality's loader (audio only as far as ``encoder`` reads it)."""
+    through the modality's loader (audio only as far as ``encoder``, or a transcriber, reads: its ``max_seconds``)."""
     if isinstance(item, VideoFrames | VideoSoundtrack):
         return item.decode()
     return _LOADERS[modality](item, encoder)

@@ -102,6 +102,15 @@ def test_fill_append_cache_and_unreadable_audio(tmp_path: Path):
     assert transcribe_samples(samples, "off", FakeTranscriber(), cache) == samples
 
 
+def test_a_long_voice_note_is_decoded_only_as_far_as_the_transcriber_listens(tmp_path: Path):
+    """Issue 14 item 3 for transcripts: a 20-second note given to a transcriber that listens to 3 seconds is decoded
+    for 3 seconds, not whole."""
+    note = wav(tmp_path / "long.wav", 20.0)
+    (heard,) = transcribe_samples([Sample(id="n", audio=note)], "fill", FakeTranscriber(max_seconds=3.0), None,
+                                  progress=False)  # fmt: skip
+    assert heard.transcript == "heard 3.0 seconds"
+
+
 def test_asr_trains_into_the_checkpoint_and_answers_with_the_transcript(
     tmp_path: Path, tiny_models: TinyModels, monkeypatch
 ):
