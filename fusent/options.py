@@ -97,6 +97,22 @@ class OutputFormat(StrEnum):
     JSONL = "jsonl"
 
 
+class Preset(StrEnum):
+    """default: the fast configuration (frozen features, one head; minutes on 2 CPU cores); best: the stronger one
+    chosen on MVSA validation (``PRESETS``), much slower on a CPU."""
+
+    DEFAULT = "default"
+    BEST = "best"
+
+
+#: What each preset sets, in ``fusent train`` option names; an option given on the command line wins over it.
+#: ``best`` was chosen on MVSA validation against the default and other candidates (docs/benchmarks.md, "Presets").
+PRESETS: dict[Preset, dict[str, Any]] = {
+    Preset.DEFAULT: {},
+    Preset.BEST: {"head": "native_cat", "finetune_text_layers": 2, "epochs": 12, "seeds": "0,1,2"},
+}
+
+
 def flag(name: str) -> str:
     """The command-line spelling of a config field, used in messages: ``class_weights`` -> ``--class-weights``."""
     return "--" + name.replace("_", "-")

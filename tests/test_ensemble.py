@@ -264,3 +264,20 @@ def test_train_seeds_saves_the_ensemble_of_its_seeds(
         assert refused.exit_code == 2 and message in refused.output
     refused = invoke("train", "--out", tmp_path / "bad", "--seeds", "0,1", "--cv", "3", *args)
     assert refused.exit_code == 2 and "--seeds" in refused.output
+
+
+def test_preset_best_fills_what_is_not_given(tiny_mvsa: MvsaSpec, tiny_models, tmp_path: Path, restore_process_state):
+    """``--preset best``: its head, text fine-tuning and seed ensemble apply; options given on the command line
+    (here --epochs and --seeds) win over the preset's."""
+    from test_cli import model_args
+
+    run = tmp_path / "run"
+    args = ("--data", tiny_mvsa.root, "--batch-size", "8", *model_args(tiny_models, tmp_path / "cache"))
+    result = invoke("train", "--out", run, "--preset", "best", "--epochs", "2", "--seeds", "3,4", *args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["head"] == "native_cat" and metrics["ensemble_of_seeds"] == [3, 4]
+    member = json.loads((run / "seed-3" / "checkpoint" / CONFIG_NAME).read_text())
+    assert member["text_encoder"]["finetune_layers"] == 2 and member["training"]["epochs"] == 2
+    bad = invoke("train", "--out", run, "--preset", "fastest", *args)
+    assert bad.exit_code == 2 and "best" in bad.output
