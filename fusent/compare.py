@@ -23,12 +23,13 @@ from .cost import stage
 from .features import FeatureTable
 from .fusion import head_arguments, head_uses_states
 from .fusion.tokens import patch_grid_applies, pool_patch_grid
+from .model import predict_logits
 from .runs import mean_std
 from .stats import anova, holm, mcnemar_exact, paired_t, wilcoxon_signed_rank
 from .tasks import Task, get_task
 from .threads import usable_cpus
 from .train_flow import Prepared, evaluate_prepared, fit
-from .training import TrainConfig, predict_logits
+from .training import TrainConfig
 
 #: the metrics the table reports per task (key, printed name), the task's selection metric first
 TABLE_METRICS: dict[str, list[tuple[str, str]]] = {

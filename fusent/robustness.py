@@ -257,7 +257,7 @@ def robustness(
     seconds the row took. The clean features come through the feature cache; noisy ones are encoded afresh."""
     from tqdm.auto import tqdm
 
-    from .training import predict_logits
+    from .model import predict_logits
 
     levels = _check_levels(levels)
     unknown = set(kinds) - set(KINDS)

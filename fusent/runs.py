@@ -21,9 +21,10 @@ from . import cost, distributed, resume
 from .atomic import atomic_write
 from .data.split import write_split_file
 from .features import FeatureTable
+from .model import predict_logits
 from .tasks import get_task
 from .train_flow import Prepared, evaluate_prepared, fit, write_predictions
-from .training import TrainConfig, predict_logits
+from .training import TrainConfig
 
 #: the headline numbers averaged over CV folds, by task
 CV_KEYS = {

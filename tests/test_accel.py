@@ -167,8 +167,8 @@ def _spy(monkeypatch: pytest.MonkeyPatch, method: str) -> list[tuple[bool, torch
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_trainer_runs_its_forward_under_autocast(monkeypatch: pytest.MonkeyPatch, prepared_tiny, dtype):
+    from fusent.model import predict_logits
     from fusent.train_flow import fit
-    from fusent.training import predict_logits
 
     monkeypatch.setattr(accel, "amp_dtype", fake_amp(dtype))
     scaled: list[bool] = []

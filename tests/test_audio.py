@@ -403,9 +403,10 @@ def test_audio_trains_checkpoints_and_predicts_a_folder(tiny_ravdess, tiny_model
     from typer.testing import CliRunner
 
     from fusent.cli import app
+    from fusent.model import predict_logits
     from fusent.predict import Predictor
     from fusent.train_flow import EncoderSettings, fit, prepare
-    from fusent.training import TrainConfig, predict_logits
+    from fusent.training import TrainConfig
 
     root, _ = tiny_ravdess
     settings = EncoderSettings(text_model=str(tiny_models.bert), audio_model="lstm-cnn", device="cpu")

@@ -14,10 +14,10 @@ from conftest import COLOURS, MvsaSpec, TinyModels
 from PIL import Image
 from safetensors import safe_open
 
-from fusent.model import CONFIG_NAME, WEIGHTS_NAME, FusentModel
+from fusent.model import CONFIG_NAME, WEIGHTS_NAME, FusentModel, predict_logits
 from fusent.predict import Predictor
 from fusent.train_flow import EncoderSettings, fit, prepare
-from fusent.training import TrainConfig, predict_logits
+from fusent.training import TrainConfig
 
 TWO_EPOCHS = TrainConfig(epochs=2, batch_size=8, seed=3)
 

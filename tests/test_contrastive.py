@@ -12,9 +12,9 @@ import torch
 from fusent.encoders import InceptionSAEncoder, create_image_encoder
 from fusent.features import ModalityBatch
 from fusent.losses import info_nce
-from fusent.model import FusentModel
+from fusent.model import FusentModel, predict_logits
 from fusent.train_flow import fit, prepare
-from fusent.training import TrainConfig, joint_loss, predict_logits
+from fusent.training import TrainConfig, joint_loss
 
 
 def test_info_nce_hand_computed():

@@ -16,9 +16,8 @@ from test_predict import make_checkpoint
 from fusent.data import ProblemReport, Sample
 from fusent.encoders import LSTMCNN, InceptionSAEncoder
 from fusent.features import FeatureCache, build_features
-from fusent.model import FusentModel, ModelConfig, trainable_encoders
+from fusent.model import FusentModel, ModelConfig, predict_logits, trainable_encoders
 from fusent.predict import InputError, Predictor
-from fusent.training import predict_logits
 
 LABELS = ["negative", "neutral", "positive"]
 PICTURE = jpeg_bytes(COLOURS["positive"], (40, 36), seed=5)

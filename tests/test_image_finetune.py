@@ -17,10 +17,10 @@ from PIL import Image
 from fusent.encoders import FineTunedImageEncoder, create_image_encoder
 from fusent.encoders.base import ModalityBatch
 from fusent.features import FeatureCache
-from fusent.model import CONFIG_NAME, FusentModel
+from fusent.model import CONFIG_NAME, FusentModel, predict_logits
 from fusent.predict import Predictor
 from fusent.train_flow import fit, prepare
-from fusent.training import TrainConfig, predict_logits
+from fusent.training import TrainConfig
 
 TWO_EPOCHS = TrainConfig(epochs=2, batch_size=8, seed=3)
 

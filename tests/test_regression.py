@@ -17,10 +17,10 @@ from fusent.cli import app
 from fusent.features import ModalityBatch
 from fusent.fusion import available_heads, create_head
 from fusent.losses import make_loss
-from fusent.model import FusentModel
+from fusent.model import FusentModel, predict_logits
 from fusent.predict import Predictor
 from fusent.train_flow import EncoderSettings, fit, prepare
-from fusent.training import TrainConfig, predict_logits
+from fusent.training import TrainConfig
 
 FAST = TrainConfig(epochs=4, batch_size=8, seed=5, lr=1e-3)
 

@@ -20,8 +20,8 @@ from PIL import Image
 from fusent import robustness as rb
 from fusent.data import ProblemReport, load_dataset
 from fusent.features import build_features
+from fusent.model import predict_logits
 from fusent.predict import Predictor
-from fusent.training import predict_logits
 
 pytestmark = pytest.mark.usefixtures("restore_process_state")  # the CLI changes logging and env
 

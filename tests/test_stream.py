@@ -229,7 +229,6 @@ def test_manifest_scorer_on_engine_batches_matches_fusent_predict(checkpoint: Pa
     assert {r[0]: r[1] for r in written[1:] if r[0] in same} == {i: expected[i] for i in same}
 
 
-
 def test_a_streamed_csv_row_over_the_field_limit_is_reported_not_raised(checkpoint: Path, tmp_path: Path):
     """Issue 14 item 4 on the streaming path: a cell over the csv module's 128 KB limit is a reported row (file and
     line); the rows around it are predicted."""

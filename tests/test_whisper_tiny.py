@@ -66,9 +66,10 @@ def test_three_real_ravdess_clips(whisper: WhisperCT2Encoder):
 
 
 def test_trains_on_a_manifest_with_audio_and_predicts_from_the_checkpoint(whisper, tiny_models, tmp_path: Path):
+    from fusent.model import predict_logits
     from fusent.predict import Predictor
     from fusent.train_flow import EncoderSettings, fit, prepare
-    from fusent.training import TrainConfig, predict_logits
+    from fusent.training import TrainConfig
 
     (tmp_path / "clips").mkdir()
     rows = ["id,text,audio,label"]
