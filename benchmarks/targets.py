@@ -238,6 +238,7 @@ def run_target(target: Target, args: argparse.Namespace) -> dict[str, Any] | Non
                 cache_dir=args.cache_dir,
                 progress=False,
                 keep_states=states,
+                unlabelled=False,  # the posts to predict play no part in these figures
             )
             encode_seconds[key] = time.perf_counter() - start
             # the test part leaves the data while candidates are compared: selection cannot see it
