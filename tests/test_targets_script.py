@@ -66,3 +66,9 @@ def test_missing_data_is_skipped(targets, tmp_path, capsys):
     assert targets.main(["--data-root", str(tmp_path), "--only", "mvsa,ravdess"]) == 0
     out = capsys.readouterr().out
     assert "skip mvsa: no data at" in out and "skip ravdess: no data at" in out
+
+
+def test_skip_slow_leaves_out_the_encoder_trained_from_scratch(targets, tmp_path):
+    assert targets.parse_args(["--skip-slow"]).skip_slow
+    slow = [c for c in targets.TARGETS["ravdess"].candidates if c.slow]
+    assert [c.encoders for c in slow] == [{}]  # the default audio model, lstm-cnn
