@@ -346,11 +346,16 @@ def ensemble(prepared: Any, pick: Candidate, n: int, keys: Sequence[str]) -> dic
     from fusent.training import TrainConfig
 
     task = get_task(prepared.bundle.task)
-    start, probabilities = time.perf_counter(), []
+    from fusent.runs import mean_std
+
+    start, probabilities, members = time.perf_counter(), [], []
     for seed in range(n):
         model, _ = fit(prepared, pick.head, TrainConfig(**{**pick.train, "seed": seed}), pick.head_kwargs, False)
         scores = evaluate_prepared(model, prepared)
+        members.append(scores["test"])
         probabilities.append(task.probabilities(scores["test_outputs"], model.config.temperature))
+    single = "  ".join(f"{k} {m:.4f} ± {s:.4f}" for k in keys for m, s in [mean_std([r[k] for r in members])])
+    print(f"   seeds 0-{n - 1} one by one, mean ± std: TEST {single}", flush=True)
     mean = torch.stack(probabilities).mean(0)
     test = task.metrics(prepared.y_test, mean.clamp_min(1e-12).log(), prepared.bundle.labels)
     print(f"   ensemble of seeds 0-{n - 1}: TEST {cells(test, keys)}  ({time.perf_counter() - start:.0f}s)", flush=True)
