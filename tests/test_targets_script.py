@@ -26,7 +26,8 @@ def test_only_and_seeds_are_parsed(targets):
     args = targets.parse_args(["--only", "MVSA, mosi", "--select-seeds", "13,14", "--threads", "1"])
     assert args.only == ["mvsa", "mosi"]
     assert args.select_seeds == [13, 14]
-    assert targets.parse_args([]).only == ["mvsa", "memotion", "ravdess", "mosi"]
+    defaults = targets.parse_args([])
+    assert defaults.only == ["mvsa", "memotion", "ravdess", "mosi"] and defaults.select_seeds == [13, 14, 15]
 
 
 @pytest.mark.parametrize(
