@@ -377,6 +377,7 @@ def summary(rows: list[dict[str, Any]]) -> None:
     print("\n== targets (held-out: the test part, scored once; CV: mean ± std over folds)")
     for row in rows:
         target: Target = row["target"]
+        mean = f" (mean of selection seeds {row['value']:.4f})"
         for metric, goal in target.goals.items():
             sign = "<=" if metric in target.lower_is_better else ">="
             figures = [f"test {row['heldout'][metric]:.4f}"]
@@ -389,7 +390,8 @@ def summary(rows: list[dict[str, Any]]) -> None:
             mark = "REACHED" if all(verdict) else ("partly" if any(verdict) else "not reached")
             print(
                 f"{target.key:<9} {metric:<9} {sign} {goal:<5} {', '.join(figures):<34} val "
-                f"{row['validation'][metric]:.4f}  {mark:<11} {row['pick'].label()}"
+                f"{row['validation'][metric]:.4f}{mean if metric == target.select else ''}  {mark:<11} "
+                f"{row['pick'].label()}"
             )
         print(f"          test: {row['command']}")
         if "ensemble" in row:
