@@ -123,6 +123,11 @@ TARGETS = {
             ("native_combine", "native_cat", "gated", "weighted_dynamic"),
             TEXT_MODELS,
             ({}, {"lr": 1e-3}, {"class_weights": "sqrt"}),
+        )
+        + grid(
+            ("native_combine", "native_cat", "gated"),
+            ({"text_model": "mpnet", "text_pooling": "last4"},),
+            ({}, {"class_weights": "sqrt"}),
         ),
         cv=True,
     ),
