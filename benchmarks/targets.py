@@ -18,7 +18,7 @@ its dev rows as the test part. A dataset whose folder is absent under ``--data-r
         [--data-root ../shared/data] [--select-seeds 13,14,15] [--cv 5] [--ensemble 5] [--skip-slow]
         [--cache-dir DIR] [--quick]
 
-Wall time on 2 shared cores, 1 thread, cached features: MVSA 10.5 min (with --ensemble 5), Memotion 7 min, CMU-MOSI
+Wall time on 2 shared cores, 1 thread, cached features: MVSA 13 min (with --ensemble 5), Memotion 7 min, CMU-MOSI
 2.5 min, RAVDESS 0.5 min with --skip-slow (+10 min for the lstm-cnn trained from scratch). First encodings with mpnet
 add about 13 min (MVSA), 8 min (Memotion), 3 min (CMU-MOSI) on one busy thread.
 """
