@@ -508,9 +508,10 @@ def train(
     preset: Annotated[
         Preset,
         typer.Option(
-            help="default: frozen features, one head (minutes on 2 CPU cores). best: the stronger configuration chosen "
-            "on MVSA validation: --head native_cat --finetune-text-layers 2 --epochs 12 --seeds 0,1,2 (an ensemble of "
-            "three text-fine-tuned models; about 40 min on 2 CPU cores for MVSA). Options you give win over it."
+            help="default: frozen MiniLM + EfficientNet-Lite2 features, one head (minutes on 2 CPU cores). best: "
+            "the configuration chosen on MVSA validation: --text-model mpnet --text-pooling last4 --class-weights sqrt "
+            "--seeds 0,1,2,3,4 (an ensemble of five; needs `fusent models install mpnet`; the first mpnet encoding of "
+            "MVSA takes 6-13 min on 2 CPU cores). Options you give win over it."
         ),
     ] = Preset.DEFAULT,
     seeds: Annotated[

@@ -98,8 +98,8 @@ class OutputFormat(StrEnum):
 
 
 class Preset(StrEnum):
-    """default: the fast configuration (frozen features, one head; minutes on 2 CPU cores); best: the stronger one
-    chosen on MVSA validation (``PRESETS``), much slower on a CPU."""
+    """default: the fast configuration (frozen MiniLM + EfficientNet-Lite2 features, one head; minutes on 2 CPU
+    cores); best: the stronger one chosen on MVSA validation (``PRESETS``): the mpnet pack, five seeds."""
 
     DEFAULT = "default"
     BEST = "best"
@@ -109,7 +109,7 @@ class Preset(StrEnum):
 #: ``best`` was chosen on MVSA validation against the default and other candidates (docs/benchmarks.md, "Presets").
 PRESETS: dict[Preset, dict[str, Any]] = {
     Preset.DEFAULT: {},
-    Preset.BEST: {"head": "native_cat", "finetune_text_layers": 2, "epochs": 12, "seeds": "0,1,2"},
+    Preset.BEST: {"text_model": "mpnet", "text_pooling": "last4", "class_weights": "sqrt", "seeds": "0,1,2,3,4"},
 }
 
 

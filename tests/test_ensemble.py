@@ -267,8 +267,8 @@ def test_train_seeds_saves_the_ensemble_of_its_seeds(
 
 
 def test_preset_best_fills_what_is_not_given(tiny_mvsa: MvsaSpec, tiny_models, tmp_path: Path, restore_process_state):
-    """``--preset best``: its head, text fine-tuning and seed ensemble apply; options given on the command line
-    (here --epochs and --seeds) win over the preset's."""
+    """``--preset best``: its pooling, class weights and seed ensemble apply; options given on the command line
+    (here the text model, --epochs and --seeds) win over the preset's."""
     from test_cli import model_args
 
     run = tmp_path / "run"
@@ -276,8 +276,9 @@ def test_preset_best_fills_what_is_not_given(tiny_mvsa: MvsaSpec, tiny_models, t
     result = invoke("train", "--out", run, "--preset", "best", "--epochs", "2", "--seeds", "3,4", *args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["head"] == "native_cat" and metrics["ensemble_of_seeds"] == [3, 4]
+    assert metrics["head"] == "native_combine" and metrics["ensemble_of_seeds"] == [3, 4]
     member = json.loads((run / "seed-3" / "checkpoint" / CONFIG_NAME).read_text())
-    assert member["text_encoder"]["finetune_layers"] == 2 and member["training"]["epochs"] == 2
+    assert member["text_encoder"]["name"] == str(tiny_models.bert) and member["text_encoder"]["pooling"] == "last4"
+    assert member["training"]["class_weights"] == "sqrt" and member["training"]["epochs"] == 2
     bad = invoke("train", "--out", run, "--preset", "fastest", *args)
     assert bad.exit_code == 2 and "best" in bad.output
