@@ -643,8 +643,10 @@ def _apply_preset(
     the head and seeds, which are the command's own options."""
     defaulted = ("DEFAULT", "DEFAULT_MAP")
     given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") not in defaulted}
+    if seeds is not None and "seed" in given:
+        raise typer.BadParameter("give --seed (one model) or --seeds (an ensemble), not both", param_hint="--seeds")
     for key, value in PRESETS[preset].items():
-        if key in given:
+        if key in given or (key == "seeds" and "seed" in given):  # --seed: the one model the user asked for
             continue
         if key == "head":
             head = value

@@ -282,3 +282,9 @@ def test_preset_best_fills_what_is_not_given(tiny_mvsa: MvsaSpec, tiny_models, t
     assert member["training"]["class_weights"] == "sqrt" and member["training"]["epochs"] == 2
     bad = invoke("train", "--out", run, "--preset", "fastest", *args)
     assert bad.exit_code == 2 and "best" in bad.output
+    one = invoke("train", "--out", tmp_path / "one", "--preset", "best", "--seed", "5", "--epochs", "1", *args)
+    assert one.exit_code == 0, one.output
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["history"][0]["epoch"] == 1
+    assert not (tmp_path / "one" / "seed-5").exists()  # --seed given: one model, no ensemble
+    both = invoke("train", "--out", run, "--seed", "5", "--seeds", "1,2", *args)
+    assert both.exit_code == 2 and "not both" in both.output
