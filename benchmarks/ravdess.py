@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -27,10 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's fusent, not whichever one the interpreter has installed
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess_speech"
 
-
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
+from fusent.cost import machine_load  # noqa: E402 - after the path insert above
 
 
 def extraction(data: Path, cache_dir: Path, models: list[str]) -> None:
@@ -41,7 +37,7 @@ def extraction(data: Path, cache_dir: Path, models: list[str]) -> None:
     bundle = load_dataset(data, label_set="emotion")
     samples = bundle.labelled
     cache = FeatureCache(cache_dir)
-    print(f"[1] feature extraction, {len(samples)} clips, cache {cache_dir} ({load()})", flush=True)
+    print(f"[1] feature extraction, {len(samples)} clips, cache {cache_dir} ({machine_load()})", flush=True)
     for name in models:
         encoder = create_audio_encoder(name, device="cpu")
         for run in ("first", "cached"):
@@ -112,14 +108,14 @@ def main() -> int:
             seed=args.seed,
         )  # fmt: skip
         if "2" in steps:
-            print(f"[2] 3-class sentiment from voice, {args.audio_model} trained here ({load()})", flush=True)
+            print(f"[2] 3-class sentiment from voice, {args.audio_model} trained here ({machine_load()})", flush=True)
             train(args.data, cache_dir, args.audio_model, "none", "audio_only", config)
         if "3" in steps:
-            print(f"[3] text (fixed sentence) + audio, learned weighted fusion ({load()})", flush=True)
+            print(f"[3] text (fixed sentence) + audio, learned weighted fusion ({machine_load()})", flush=True)
             model, _ = train(args.data, cache_dir, args.audio_model, "default", "weighted", config)
             weights = model.head.report()["modality_weights"]
             print("  modality weights: " + "  ".join(f"{m}={w:.3f}" for m, w in weights.items()), flush=True)
-    print(f"done ({load()})")
+    print(f"done ({machine_load()})")
     return 0
 
 

@@ -35,11 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's fusent, not whichever one the interpreter has installed
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "data" / "ravdess_speech"
 
-
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
-
+from fusent.cost import machine_load  # noqa: E402 - after the path insert above
 
 # ------------------------------------------------------------------------------------------------ clips
 
@@ -255,7 +251,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(load())
+    print(machine_load())
     folder = args.keep or Path(tempfile.mkdtemp(prefix="fusent-video-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     specs = {
@@ -281,7 +277,7 @@ def main() -> None:
         asr_speed(clips["10 s 640x360 25 fps"][0], args)
     if 3 in steps:
         memory({k: v for k, v in clips.items() if not k.startswith("30 s")}, args)
-    print("\n" + load())
+    print("\n" + machine_load())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ costs two clock reads and records nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import sys
 import time
@@ -124,6 +125,12 @@ def reset_peak_gpu() -> None:
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         for device in range(torch.cuda.device_count()):
             torch.cuda.reset_peak_memory_stats(device)
+
+
+def machine_load() -> str:
+    """The load average (1 and 5 min) against the cores: what a benchmark's wall times were measured under."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
 def format_costs(summary: dict[str, Any]) -> str:
